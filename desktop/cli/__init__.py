@@ -1,0 +1,34 @@
+"""The ``visiondesk`` command line: the engine's capabilities from a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from desktop.cli import chat, exit_codes, models
+from engine.protocol import ENGINE_VERSION
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="visiondesk",
+        description="Vision-language models on your own GPU. Run without arguments for the app.",
+    )
+    parser.add_argument("--version", action="version", version=f"visiondesk {ENGINE_VERSION}")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    chat.add_parser(subparsers)
+    models.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: 0 for --help/--version, 2 for usage errors
+        return int(exc.code or 0)
+    try:
+        return int(args.run(args))
+    except KeyboardInterrupt:
+        print("visiondesk: interrupted", file=sys.stderr)
+        return exit_codes.INTERRUPTED

@@ -1,0 +1,113 @@
+"""A plain (non-Qt) engine client for the command line: one subprocess, typed events."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from engine import protocol as p
+
+HANDSHAKE_TIMEOUT_S = 120.0
+
+
+class EngineGone(RuntimeError):
+    """The engine process ended or broke the protocol."""
+
+
+class EngineProcess:
+    """Starts ``python -m engine``, shakes hands, sends commands and yields events."""
+
+    def __init__(self, log_path: Path | None = None, verbose: bool = False) -> None:
+        env = dict(os.environ)
+        env.setdefault("VISIONDESK_LOG_LEVEL", "INFO" if verbose else "WARNING")
+        self._log: IO[bytes] | None = None
+        stderr: int | IO[bytes] | None = None
+        if not verbose and log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = open(log_path, "ab")  # noqa: SIM115 - closed in close()
+            stderr = self._log
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "engine"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=env,
+        )
+        self._write_lock = threading.Lock()
+        self.welcome = self._handshake()
+
+    def _handshake(self) -> p.Welcome:
+        self.send(p.Hello(protocol_version=p.PROTOCOL_VERSION, client="cli"))
+        timer = threading.Timer(HANDSHAKE_TIMEOUT_S, self.process.kill)
+        timer.start()
+        try:
+            for event in self.events():
+                if isinstance(event, p.Welcome):
+                    return event
+                if isinstance(event, p.ProtocolError):
+                    raise EngineGone(event.message)
+        finally:
+            timer.cancel()
+        raise EngineGone("The engine process did not start (see the engine log).")
+
+    def send(self, command: p.Command) -> None:
+        assert self.process.stdin is not None
+        with self._write_lock:
+            try:
+                self.process.stdin.write(p.encode(command))
+                self.process.stdin.flush()
+            except (BrokenPipeError, OSError) as exc:
+                raise EngineGone("The engine process has stopped.") from exc
+
+    def events(self) -> Iterator[p.Event]:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            try:
+                yield p.decode_event(line)
+            except p.DecodeError:
+                continue  # not ours; the engine never writes anything else to this stream
+        self.process.wait()
+        raise EngineGone(f"The engine process ended unexpectedly (exit code {self.process.returncode}).")
+
+    def run_job(self, command: p.Command) -> Iterator[p.Event]:
+        """Send a job and yield its events up to and including its ``Finished``."""
+        self.send(command)
+        job_id = getattr(command, "job_id")
+        for event in self.events():
+            if getattr(event, "job_id", None) != job_id:
+                continue
+            yield event
+            if isinstance(event, p.Finished):
+                return
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.send(p.Shutdown())
+                assert self.process.stdin is not None
+                self.process.stdin.close()
+            except (EngineGone, OSError):
+                pass
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._log is not None:
+            self._log.close()
+
+    def __enter__(self) -> EngineProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex

@@ -1,0 +1,20 @@
+"""Exit codes of the command line, and how engine error codes map onto them."""
+
+from __future__ import annotations
+
+from engine.protocol import MODEL_ERROR_CODES, ErrorCode
+
+OK = 0
+FAILED = 1
+USAGE = 2
+BAD_INPUT = 3
+MODEL_PROBLEM = 4
+INTERRUPTED = 130
+
+
+def for_error(code: str | None) -> int:
+    if code == ErrorCode.BAD_INPUT:
+        return BAD_INPUT
+    if code in MODEL_ERROR_CODES or code == ErrorCode.NO_MODEL_LOADED:
+        return MODEL_PROBLEM
+    return FAILED

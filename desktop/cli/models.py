@@ -1,0 +1,42 @@
+"""``visiondesk models …``: model utilities from the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+from desktop.cli import exit_codes
+
+DEMO_FAMILIES = ("llava", "qwen2_vl")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("models", help="manage models")
+    commands = parser.add_subparsers(dest="models_command", required=True)
+    demo = commands.add_parser(
+        "make-demo",
+        help="write a tiny random-weight model to try the interface offline (answers are random text)",
+    )
+    demo.add_argument("dir", help="folder to write the model into")
+    demo.add_argument("--family", default="llava", help="model family (default: llava)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(run=run_make_demo)
+
+
+def run_make_demo(args: argparse.Namespace) -> int:
+    # The builder needs torch; it runs in its own process so the CLI itself stays light.
+    completed = subprocess.run(
+        [sys.executable, "-m", "engine.testing", "make-demo", args.dir, "--family", args.family,
+         "--seed", str(args.seed)],
+        check=False,
+    )
+    if completed.returncode != 0:
+        print(f"visiondesk: error: could not build the {args.family} demo model", file=sys.stderr)
+        return exit_codes.USAGE if completed.returncode == 2 else exit_codes.FAILED
+    print(
+        "A tiny model with RANDOM weights: it answers with random text. "
+        "Use it to try the interface offline.",
+        file=sys.stderr,
+    )
+    return exit_codes.OK

@@ -1,0 +1,258 @@
+"""Local models through transformers: Auto classes, the processor's chat template, bitsandbytes.
+
+Any architecture that transformers maps to image-text-to-text loads here without new code;
+family differences live in ``engine.models.families``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from engine.backends.base import CancelCheck, GenerationResult, TextSink
+from engine.documents.images import load_image
+from engine.errors import BadInput, ModelNotFound, Unsupported, classify
+from engine.models.families import Quirks, quirks_for
+from engine.models.resolve import (
+    ResolvedModel,
+    check_image_text_to_text,
+    check_remote_code,
+    check_weights,
+    resolve_model,
+)
+from engine.protocol import ChatMessage, ModelInfo, Sampling
+from engine.runtime import LoadSpec
+
+log = logging.getLogger(__name__)
+
+
+def _torch_dtype(device: str) -> Any:
+    import torch
+
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device == "mps":
+        return torch.float16
+    return torch.float32
+
+
+def quantization_config(quant: str, compute_dtype: Any) -> Any:
+    """The bitsandbytes config for a quantisation choice (None for full precision)."""
+    from transformers import BitsAndBytesConfig
+
+    if quant == "nf4":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+        )
+    if quant == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    if quant == "none":
+        return None
+    raise Unsupported(f"Unknown quantisation {quant!r}; choose nf4, int8 or none.")
+
+
+class LocalHFBackend:
+    """A model resident in this process, answering with ``model.generate``."""
+
+    name = "local"
+
+    def __init__(
+        self, resolved: ResolvedModel, model: Any, processor: Any, quant: str, device: str
+    ) -> None:
+        self.resolved = resolved
+        self.model = model
+        self.processor = processor
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.quant = quant
+        self.device = device
+        self.quirks: Quirks = quirks_for(resolved.model_type)
+        self._info = ModelInfo(
+            model=resolved.name,
+            path=str(resolved.path),
+            family=resolved.model_type,
+            quant=quant,
+            device=device,
+            dtype=str(model.dtype).removeprefix("torch."),
+            memory_bytes=int(model.get_memory_footprint()),
+        )
+
+    # --- loading -----------------------------------------------------------------------------
+    @classmethod
+    def load(cls, spec: LoadSpec) -> LocalHFBackend:
+        from engine.devices import resolve_device, resolve_quant
+
+        resolved = resolve_model(spec.model)
+        check_remote_code(resolved, spec.trust_remote_code)
+        check_weights(resolved, spec.allow_pickle)
+        check_image_text_to_text(resolved, spec.trust_remote_code)
+        device = resolve_device(spec.device)
+        quant = resolve_quant(spec.quant, device)
+        model, processor = _load_pretrained(resolved, spec, device, quant)
+        return cls(resolved, model, processor, quant, device)
+
+    def info(self) -> ModelInfo:
+        return self._info
+
+    def close(self) -> None:
+        self.model = None
+        self.processor = None
+
+    # --- inputs ------------------------------------------------------------------------------
+    def build_inputs(self, messages: list[ChatMessage]) -> Any:
+        """Processor inputs for a conversation, on the model's device (public for tests/bench)."""
+        if not messages or messages[-1].role != "user":
+            raise BadInput("A chat request must end with a user message.")
+        images = [load_image(path) for message in messages for path in message.images]
+        prompt = self._render_prompt(messages)
+        try:
+            inputs = self.processor(
+                text=[prompt],
+                images=images or None,
+                return_tensors="pt",
+                **self.quirks.processor_kwargs,
+            )
+        except (ValueError, TypeError) as exc:
+            raise BadInput(f"The model's processor rejected this input: {exc}") from exc
+        return inputs.to(self.model.device, dtype=self.model.dtype)
+
+    def _render_prompt(self, messages: list[ChatMessage]) -> str:
+        template = getattr(self.processor, "chat_template", None) or getattr(
+            self.tokenizer, "chat_template", None
+        )
+        if self.quirks.prompt_format == "chat_template" and template:
+            conversation = [_hf_message(message) for message in messages]
+            return str(
+                self.processor.apply_chat_template(
+                    conversation, add_generation_prompt=True, tokenize=False
+                )
+            )
+        if self.quirks.prompt_format == "prefix":
+            return messages[-1].text
+        return _plain_prompt(messages)
+
+    def generation_kwargs(self, sampling: Sampling) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens}
+        if sampling.temperature > 0:
+            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if sampling.repetition_penalty != 1.0:
+            kwargs["repetition_penalty"] = sampling.repetition_penalty
+        if self.tokenizer.pad_token_id is None and self.tokenizer.eos_token_id is not None:
+            kwargs["pad_token_id"] = self.tokenizer.eos_token_id
+        return kwargs
+
+    # --- generation --------------------------------------------------------------------------
+    def chat(
+        self,
+        messages: list[ChatMessage],
+        sampling: Sampling,
+        *,
+        on_text: TextSink,
+        cancelled: CancelCheck,
+    ) -> GenerationResult:
+        import torch
+        from transformers import StoppingCriteriaList
+
+        from engine.backends.streaming import CancelCriteria, IncrementalStreamer
+
+        started = time.perf_counter()
+        inputs = self.build_inputs(messages)
+        prompt_tokens = int(inputs["input_ids"].shape[-1])
+        streamer = IncrementalStreamer(self.tokenizer, on_text)
+        stop = CancelCriteria(cancelled)
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        try:
+            with torch.inference_mode():
+                output = self.model.generate(
+                    **inputs,
+                    **self.generation_kwargs(sampling),
+                    streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([stop]),
+                )
+        except Exception as exc:
+            raise classify(exc) from exc
+        new_ids = output[0, prompt_tokens:].tolist()
+        text = streamer.finish(self.tokenizer.decode(new_ids, skip_special_tokens=True))
+        first = streamer.first_token_at
+        return GenerationResult(
+            text=text,
+            reason=self._finish_reason(new_ids, sampling, stop.triggered),
+            token_ids=new_ids,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=len(new_ids),
+            time_to_first_token_s=(first - started) if first else None,
+            seconds=time.perf_counter() - started,
+        )
+
+    def _finish_reason(self, new_ids: list[int], sampling: Sampling, cancelled: bool) -> Any:
+        if cancelled:
+            return "cancelled"
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        if new_ids and new_ids[-1] in eos_ids:
+            return "done"
+        return "length" if len(new_ids) >= sampling.max_new_tokens else "done"
+
+
+def _hf_message(message: ChatMessage) -> dict[str, Any]:
+    content: list[dict[str, Any]] = [{"type": "image"} for _ in message.images]
+    content.append({"type": "text", "text": message.text})
+    return {"role": message.role, "content": content}
+
+
+def _plain_prompt(messages: list[ChatMessage]) -> str:
+    """For families without a chat template: 'Question: … Answer: …' turns."""
+    parts = []
+    for message in messages:
+        if message.role == "user":
+            parts.append(f"Question: {message.text} Answer:")
+        elif message.role == "assistant":
+            parts.append(f" {message.text}")
+    return "".join(parts).strip()
+
+
+def _load_pretrained(
+    resolved: ResolvedModel, spec: LoadSpec, device: str, quant: str
+) -> tuple[Any, Any]:
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    dtype = _torch_dtype(device)
+    quant_config = quantization_config(quant, dtype)
+    if quant_config is not None:
+        _require_bitsandbytes(quant)
+    device_map = {"": 0} if device == "cuda" else {"": device}
+    log.info("loading %s (%s, %s on %s)", resolved.path, resolved.model_type, quant, device)
+    try:
+        processor = AutoProcessor.from_pretrained(
+            resolved.path, trust_remote_code=spec.trust_remote_code
+        )
+        model = AutoModelForImageTextToText.from_pretrained(
+            resolved.path,
+            dtype=dtype,
+            quantization_config=quant_config,
+            device_map=device_map,
+            use_safetensors=resolved.has_safetensors or not spec.allow_pickle,
+            trust_remote_code=spec.trust_remote_code,
+        )
+    except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
+        error = classify(exc)
+        if error.code == "out_of_memory":
+            raise error from exc
+        raise ModelNotFound(f"Could not load {resolved.name}: {exc}") from exc
+    model.eval()
+    return model, processor
+
+
+def _require_bitsandbytes(quant: str) -> None:
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as exc:
+        raise Unsupported(
+            f"{quant} quantisation needs the bitsandbytes package, which is not installed."
+        ) from exc

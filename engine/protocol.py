@@ -1,0 +1,235 @@
+"""The contract between the desktop (or CLI) and the engine process: typed, versioned JSON lines.
+
+This is the only engine module that ``desktop/`` imports. It depends on the standard library and
+msgspec alone. Every message is a tagged struct; each direction is one tagged union. New fields
+go at the end of a struct, with a default, so that an older peer still decodes newer messages.
+Images and documents travel as file paths, never as bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+ENGINE_VERSION = "0.1.0"
+
+FinishReason = Literal["done", "length", "cancelled", "error"]
+Quantization = Literal["nf4", "int8", "none", "auto"]
+DeviceChoice = Literal["auto", "cuda", "cpu", "mps"]
+
+
+class ErrorCode:
+    """Stable error codes carried by ``Finished.error_code`` and ``ProtocolError.code``."""
+
+    BAD_INPUT = "bad_input"
+    OUT_OF_MEMORY = "out_of_memory"
+    MODEL_NOT_FOUND = "model_not_found"
+    MODEL_UNSAFE = "model_unsafe"  # pickle-only weights or remote code without consent
+    UNSUPPORTED = "unsupported"
+    NO_MODEL_LOADED = "no_model_loaded"
+    CLOUD_NOT_ALLOWED = "cloud_not_allowed"
+    CLOUD_FAILED = "cloud_failed"
+    ENGINE_DIED = "engine_died"
+    BUSY = "busy"
+    INTERNAL = "internal"
+    # Protocol-level codes (ProtocolError only).
+    MALFORMED = "malformed"
+    VERSION_MISMATCH = "version_mismatch"
+    UNKNOWN_JOB = "unknown_job"
+
+
+MODEL_ERROR_CODES = frozenset(
+    {ErrorCode.MODEL_NOT_FOUND, ErrorCode.MODEL_UNSAFE, ErrorCode.UNSUPPORTED}
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared value types
+# ---------------------------------------------------------------------------------------------
+
+
+class Sampling(msgspec.Struct, forbid_unknown_fields=False):
+    """Generation settings. ``temperature == 0`` means greedy decoding."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    seed: int | None = None
+    repetition_penalty: float = 1.0
+
+
+class ChatMessage(msgspec.Struct):
+    """One turn of a conversation. ``images`` are absolute file paths."""
+
+    role: Literal["system", "user", "assistant"]
+    text: str
+    images: list[str] = msgspec.field(default_factory=list)
+
+
+class DeviceInfo(msgspec.Struct):
+    kind: Literal["cuda", "mps", "cpu"]
+    name: str
+    index: int = 0
+    total_memory: int | None = None  # bytes
+    free_memory: int | None = None  # bytes
+
+
+class ModelInfo(msgspec.Struct):
+    """What is resident in the engine."""
+
+    model: str
+    path: str
+    family: str
+    quant: str
+    device: str
+    dtype: str
+    memory_bytes: int = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands: desktop/CLI -> engine
+# ---------------------------------------------------------------------------------------------
+
+
+class Hello(msgspec.Struct, tag="hello"):
+    protocol_version: int
+    client: str = "unknown"
+
+
+class LoadModel(msgspec.Struct, tag="load_model"):
+    job_id: str
+    model: str  # a local folder or a Hugging Face repo id found in the local cache
+    quant: Quantization = "auto"
+    device: DeviceChoice = "auto"
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+
+
+class Chat(msgspec.Struct, tag="chat"):
+    """Generate the assistant's next turn with the resident model (loading it first if named)."""
+
+    job_id: str
+    messages: list[ChatMessage]
+    sampling: Sampling = msgspec.field(default_factory=Sampling)
+    model: str | None = None  # if set and not resident, it is loaded first with quant/device
+    quant: Quantization = "auto"
+    device: DeviceChoice = "auto"
+    return_token_ids: bool = False
+
+
+class Cancel(msgspec.Struct, tag="cancel"):
+    job_id: str
+
+
+class Unload(msgspec.Struct, tag="unload"):
+    job_id: str
+
+
+class GetStatus(msgspec.Struct, tag="get_status"):
+    pass
+
+
+class Shutdown(msgspec.Struct, tag="shutdown"):
+    pass
+
+
+Command = Hello | LoadModel | Chat | Cancel | Unload | GetStatus | Shutdown
+
+
+# ---------------------------------------------------------------------------------------------
+# Events: engine -> desktop/CLI
+# ---------------------------------------------------------------------------------------------
+
+
+class Welcome(msgspec.Struct, tag="welcome"):
+    protocol_version: int
+    engine_version: str
+    pid: int
+    devices: list[DeviceInfo]
+
+
+class JobStarted(msgspec.Struct, tag="job_started"):
+    job_id: str
+    kind: str
+
+
+class Delta(msgspec.Struct, tag="delta"):
+    """A piece of streamed text. Concatenating a job's deltas gives its full text."""
+
+    job_id: str
+    text: str
+
+
+class Progress(msgspec.Struct, tag="progress"):
+    job_id: str
+    stage: str
+    current: float = 0.0
+    total: float | None = None
+    message: str = ""
+
+
+class PartialResult(msgspec.Struct, tag="partial_result"):
+    job_id: str
+    data: dict[str, Any]
+
+
+class Finished(msgspec.Struct, tag="finished"):
+    """Exactly one per job: its end, with a reason, and on error a stable code and a sentence."""
+
+    job_id: str
+    reason: FinishReason
+    error_code: str | None = None
+    message: str = ""
+    result: dict[str, Any] | None = None
+
+
+class EngineStatus(msgspec.Struct, tag="status"):
+    state: Literal["idle", "busy", "loading"]
+    loaded: ModelInfo | None = None
+    devices: list[DeviceInfo] = msgspec.field(default_factory=list)
+    running_jobs: list[str] = msgspec.field(default_factory=list)
+
+
+class ProtocolError(msgspec.Struct, tag="protocol_error"):
+    """A line the engine could not accept. The engine keeps serving."""
+
+    code: str
+    message: str
+    line: str = ""
+
+
+Event = Welcome | JobStarted | Delta | Progress | PartialResult | Finished | EngineStatus | ProtocolError
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding
+# ---------------------------------------------------------------------------------------------
+
+_encoder = msgspec.json.Encoder()
+_command_decoder = msgspec.json.Decoder(Command)
+_event_decoder = msgspec.json.Decoder(Event)
+
+DecodeError = msgspec.DecodeError
+
+
+def encode(message: Command | Event) -> bytes:
+    """One message as one line of JSON, newline included."""
+    return _encoder.encode(message) + b"\n"
+
+
+def decode_command(line: bytes | str) -> Command:
+    """Raises ``DecodeError`` with a readable reason for anything that is not a known command."""
+    return _command_decoder.decode(line)
+
+
+def decode_event(line: bytes | str) -> Event:
+    return _event_decoder.decode(line)
+
+
+def to_builtins(message: Command | Event) -> dict[str, Any]:
+    """A message as plain JSON-compatible data, tag included (used by ``--json`` output)."""
+    data = msgspec.to_builtins(message)
+    assert isinstance(data, dict)
+    return data
