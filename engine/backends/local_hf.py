@@ -221,7 +221,9 @@ def _load_pretrained(
     resolved: ResolvedModel, spec: LoadSpec, device: str, quant: str
 ) -> tuple[Any, Any]:
     from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # progress goes to the client as events, not to stderr
     dtype = _torch_dtype(device)
     quant_config = quantization_config(quant, dtype)
     if quant_config is not None:

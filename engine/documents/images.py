@@ -53,7 +53,10 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = MAX_IMAGE_PIXELS)
     except BadInput:
         raise
     except Image.DecompressionBombError as exc:
-        raise BadInput(f"{file.name} claims an unsafe number of pixels ({exc}).") from exc
+        raise BadInput(
+            f"{file.name} claims more than {max_pixels / 1e6:.0f} megapixels, which is how a "
+            "decompression bomb looks; it was not opened."
+        ) from exc
     except UnidentifiedImageError as exc:
         raise BadInput(f"{file.name} is not an image format VisionDesk can read.") from exc
     except PermissionError as exc:

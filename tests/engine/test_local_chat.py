@@ -1,0 +1,193 @@
+"""Local chat through the real engine process equals direct ``generate``, token for token."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from engine import protocol as p
+from tests.engine.harness import EngineHarness, job_id
+
+# Families the foundation supports; each tiny model loads in NF4 on the CPU.
+FAMILIES = ["llava", "qwen2_vl"]
+MAX_NEW = 24
+
+
+@pytest.fixture(scope="module")
+def engine():
+    harness = EngineHarness()
+    yield harness
+    harness.close()
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> list[str]:
+    folder = tmp_path_factory.mktemp("images")
+    paths = []
+    for index, (size, colour) in enumerate([((64, 48), (200, 30, 30)), ((40, 90), (20, 160, 60))]):
+        path = folder / f"image{index}.png"
+        Image.new("RGB", size, colour).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def direct_generate(model_dir: Path, messages: list[p.ChatMessage]) -> list[int]:
+    """What a person would write with transformers alone: NF4 on the CPU, greedy."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
+
+    processor = AutoProcessor.from_pretrained(model_dir)
+    model = AutoModelForImageTextToText.from_pretrained(
+        model_dir,
+        quantization_config=BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.float32,
+        ),
+        device_map="cpu",
+        dtype=torch.float32,
+    )
+    conversation = [
+        {
+            "role": m.role,
+            "content": [{"type": "image"} for _ in m.images] + [{"type": "text", "text": m.text}],
+        }
+        for m in messages
+    ]
+    prompt = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+    pil = [Image.open(path).convert("RGB") for m in messages for path in m.images]
+    inputs = processor(text=[prompt], images=pil, return_tensors="pt")
+    with torch.inference_mode():
+        output = model.generate(**inputs, max_new_tokens=MAX_NEW, do_sample=False)
+    return output[0, inputs["input_ids"].shape[-1] :].tolist()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_engine_greedy_output_equals_direct_generate_nf4_cpu(engine, tiny_model, images, family) -> None:
+    model_dir = tiny_model(family)
+    messages = [
+        p.ChatMessage(role="user", text="What is in these pictures?", images=images),
+        p.ChatMessage(role="assistant", text="two boxes"),
+        p.ChatMessage(role="user", text="Which colours?", images=[images[0]]),
+    ]
+    finished, streamed = engine.run(
+        p.Chat(
+            job_id=job_id(),
+            messages=messages,
+            model=str(model_dir),
+            quant="nf4",
+            device="cpu",
+            sampling=p.Sampling(max_new_tokens=MAX_NEW),
+            return_token_ids=True,
+        )
+    )
+    assert finished.reason in ("done", "length"), finished.message
+    assert finished.result is not None
+    assert finished.result["token_ids"] == direct_generate(model_dir, messages)
+    assert streamed == finished.result["text"]  # the deltas add up to the answer
+    assert finished.result["quant"] == "nf4" and finished.result["backend"] == "local"
+
+
+def test_model_stays_resident_between_turns(engine, tiny_model, images) -> None:
+    model_dir = str(tiny_model("llava"))
+    chat = dict(model=model_dir, quant="nf4", device="cpu", sampling=p.Sampling(max_new_tokens=4))
+    message = [p.ChatMessage(role="user", text="hi", images=images[:1])]
+    engine.run(p.Chat(job_id=job_id(), messages=message, **chat))
+    second = job_id()
+    engine.send(p.Chat(job_id=second, messages=message, **chat))
+    stages = [e for e in engine.job_events(second) if isinstance(e, p.Progress)]
+    assert not [e for e in stages if e.stage == "loading"], "the model was loaded again"
+
+
+def test_cancel_mid_stream_ends_promptly_and_the_engine_serves_the_next_job(
+    engine, tiny_model, images
+) -> None:
+    model_dir = str(tiny_model("llava"))
+    long_job = job_id()
+    engine.send(
+        p.Chat(
+            job_id=long_job,
+            messages=[p.ChatMessage(role="user", text="tell me everything", images=images[:1])],
+            model=model_dir,
+            quant="nf4",
+            device="cpu",
+            sampling=p.Sampling(max_new_tokens=4000),
+        )
+    )
+    cancelled_at = None
+    finished = None
+    for event in engine.job_events(long_job):
+        if isinstance(event, p.Delta) and cancelled_at is None:
+            engine.send(p.Cancel(job_id=long_job))
+            engine.send(p.Cancel(job_id=long_job))
+            cancelled_at = time.monotonic()
+        if isinstance(event, p.Finished):
+            finished = event
+    assert cancelled_at is not None and finished is not None
+    assert finished.reason == "cancelled"
+    assert time.monotonic() - cancelled_at < 5.0
+    assert finished.result is not None and finished.result["completion_tokens"] < 4000
+    after, _ = engine.run(
+        p.Chat(
+            job_id=job_id(),
+            messages=[p.ChatMessage(role="user", text="again", images=images[:1])],
+            model=model_dir,
+            quant="nf4",
+            device="cpu",
+            sampling=p.Sampling(max_new_tokens=3),
+        )
+    )
+    assert after.reason in ("done", "length")
+
+
+def _write(name: str, data: bytes):
+    def make(folder: Path) -> Path:
+        (folder / name).write_bytes(data)
+        return folder / name
+
+    return make
+
+
+@pytest.mark.parametrize(
+    "make, code",
+    [
+        (lambda folder: folder / "missing.png", "bad_input"),
+        (_write("empty.png", b""), "bad_input"),
+        (_write("text.png", b"hello, not a picture"), "bad_input"),
+        (_write("truncated.png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00"), "bad_input"),
+    ],
+    ids=["missing", "empty", "not-an-image", "truncated"],
+)
+def test_bad_images_fail_the_job_not_the_engine(engine, tiny_model, tmp_path, make, code) -> None:
+    path = make(tmp_path)
+    finished, _ = engine.run(
+        p.Chat(
+            job_id=job_id(),
+            messages=[p.ChatMessage(role="user", text="?", images=[str(path)])],
+            model=str(tiny_model("llava")),
+            quant="nf4",
+            device="cpu",
+        )
+    )
+    assert finished.reason == "error" and finished.error_code == code and finished.message
+    engine.send(p.GetStatus())
+    assert isinstance(engine.next_event(), p.EngineStatus)
+
+
+def test_sampling_with_a_seed_is_reproducible(engine, tiny_model, images) -> None:
+    chat = dict(
+        messages=[p.ChatMessage(role="user", text="describe", images=images[:1])],
+        model=str(tiny_model("qwen2_vl")),
+        quant="nf4",
+        device="cpu",
+        sampling=p.Sampling(temperature=1.0, top_p=0.95, max_new_tokens=12, seed=7),
+        return_token_ids=True,
+    )
+    first, _ = engine.run(p.Chat(job_id=job_id(), **chat))
+    second, _ = engine.run(p.Chat(job_id=job_id(), **chat))
+    assert first.result and second.result
+    assert first.result["token_ids"] == second.result["token_ids"]
