@@ -54,7 +54,9 @@ class Job:
     ) -> None:
         if not self.is_finished:
             self._emit(
-                p.Progress(job_id=self.id, stage=stage, current=current, total=total, message=message)
+                p.Progress(
+                    job_id=self.id, stage=stage, current=current, total=total, message=message
+                )
             )
 
     def partial(self, data: dict[str, Any]) -> None:
@@ -199,7 +201,7 @@ class Core:
             return
         try:
             outcome = handler(job, command, self.runtime)
-        except BaseException as exc:  # noqa: BLE001 - a job failure must never end the engine
+        except BaseException as exc:
             error = classify(exc)
             if error.code == p.ErrorCode.INTERNAL:
                 log.exception("job %s (%s) failed", job.id, job.kind)
@@ -210,7 +212,6 @@ class Core:
                 raise
             return
         if isinstance(outcome, tuple):
-            reason, result = outcome
+            job.finish(outcome[0], result=outcome[1])
         else:
-            reason, result = ("cancelled" if job.cancelled else "done"), outcome
-        job.finish(reason, result=result)
+            job.finish("cancelled" if job.cancelled else "done", result=outcome)

@@ -37,14 +37,14 @@ def detect_devices() -> list[DeviceInfo]:
             )
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         devices.append(DeviceInfo(kind="mps", name="Apple GPU (MPS)"))
-    total, free = _host_memory()
+    host_total, host_free = _host_memory()
     cpu_name = platform.processor() or platform.machine() or "CPU"
     devices.append(
         DeviceInfo(
             kind="cpu",
             name=f"{cpu_name} ({os.cpu_count()} cores)",
-            total_memory=total,
-            free_memory=free,
+            total_memory=host_total,
+            free_memory=host_free,
         )
     )
     return devices

@@ -54,7 +54,11 @@ def classify(exc: BaseException) -> EngineError:
         return exc
     name = type(exc).__name__
     text = str(exc)
-    if name == "OutOfMemoryError" or isinstance(exc, MemoryError) or "out of memory" in text.lower():
+    if (
+        name == "OutOfMemoryError"
+        or isinstance(exc, MemoryError)
+        or "out of memory" in text.lower()
+    ):
         return OutOfMemory(
             "The model ran out of memory. Try a smaller image, 4-bit quantisation (nf4), "
             "fewer images per message or a smaller model."

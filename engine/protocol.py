@@ -200,7 +200,16 @@ class ProtocolError(msgspec.Struct, tag="protocol_error"):
     line: str = ""
 
 
-Event = Welcome | JobStarted | Delta | Progress | PartialResult | Finished | EngineStatus | ProtocolError
+Event = (
+    Welcome
+    | JobStarted
+    | Delta
+    | Progress
+    | PartialResult
+    | Finished
+    | EngineStatus
+    | ProtocolError
+)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ class EngineProcess:
         stderr: int | IO[bytes] | None = None
         if not verbose and log_path is not None:
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log = open(log_path, "ab")  # noqa: SIM115 - closed in close()
+            self._log = open(log_path, "ab")
             stderr = self._log
         self.process = subprocess.Popen(
             [sys.executable, "-m", "engine"],
@@ -73,12 +73,14 @@ class EngineProcess:
             except p.DecodeError:
                 continue  # not ours; the engine never writes anything else to this stream
         self.process.wait()
-        raise EngineGone(f"The engine process ended unexpectedly (exit code {self.process.returncode}).")
+        raise EngineGone(
+            f"The engine process ended unexpectedly (exit code {self.process.returncode})."
+        )
 
-    def run_job(self, command: p.Command) -> Iterator[p.Event]:
+    def run_job(self, command: p.LoadModel | p.Chat | p.Unload) -> Iterator[p.Event]:
         """Send a job and yield its events up to and including its ``Finished``."""
         self.send(command)
-        job_id = getattr(command, "job_id")
+        job_id = command.job_id
         for event in self.events():
             if getattr(event, "job_id", None) != job_id:
                 continue

@@ -27,8 +27,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run_make_demo(args: argparse.Namespace) -> int:
     # The builder needs torch; it runs in its own process so the CLI itself stays light.
     completed = subprocess.run(
-        [sys.executable, "-m", "engine.testing", "make-demo", args.dir, "--family", args.family,
-         "--seed", str(args.seed)],
+        [
+            sys.executable,
+            "-m",
+            "engine.testing",
+            "make-demo",
+            args.dir,
+            "--family",
+            args.family,
+            "--seed",
+            str(args.seed),
+        ],
         check=False,
     )
     if completed.returncode != 0:

@@ -32,28 +32,30 @@ LLAVA = (
     "{%- if add_generation_prompt -%}{{ 'ASSISTANT:' }}{%- endif -%}"
 )
 
-# Qwen2-VL / Qwen2.5-VL: ChatML with a default system prompt and vision_start/pad/end markers.
-QWEN2_VL = (
-    _PARTS + "{%- for message in messages -%}"
-    "{%- if loop.first and message['role'] != 'system' -%}"
-    "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
-    "{%- endif -%}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
-    "{{ parts(message['content'], '<|vision_start|><|image_pad|><|vision_end|>') }}"
-    "{{ '<|im_end|>\\n' }}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
-)
+def chatml(image: str, default_system: str | None = None) -> str:
+    """ChatML (``<|im_start|>role\n...<|im_end|>``) with `image` standing for each image part."""
+    system = ""
+    if default_system is not None:
+        system = (
+            "{%- if loop.first and message['role'] != 'system' -%}"
+            "{{ '<|im_start|>system\\n" + default_system + "<|im_end|>\\n' }}"
+            "{%- endif -%}"
+        )
+    return (
+        _PARTS + "{%- for message in messages -%}" + system + "{{ '<|im_start|>' + message['role'] + '\\n' }}"
+        "{{ parts(message['content'], '" + image.replace("\n", "\\n") + "') }}"
+        "{{ '<|im_end|>\\n' }}"
+        "{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
+    )
 
-# ChatML as used by LLaVA-OneVision (Qwen2 text model) and InternVL3: <image> on its own line.
-CHATML_IMAGE = (
-    _PARTS + "{%- for message in messages -%}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
-    "{{ parts(message['content'], '<image>\\n') }}"
-    "{{ '<|im_end|>\\n' }}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
-)
+
+# Qwen2-VL / Qwen2.5-VL: default system prompt and vision_start/pad/end markers.
+QWEN2_VL = chatml("<|vision_start|><|image_pad|><|vision_end|>", "You are a helpful assistant.")
+# LLaVA-OneVision (Qwen2 text model): <image> on its own line.
+CHATML_IMAGE = chatml("<image>\n")
+# InternVL3: the processor expands <IMG_CONTEXT> into <img><IMG_CONTEXT>*N</img>.
+INTERNVL = chatml("<IMG_CONTEXT>\n", "You are a helpful assistant.")
 
 # LLaVA-NeXT (Mistral-7B flavour): "[INST] <image>\nWhat is shown? [/INST]".
 LLAVA_NEXT = (

@@ -24,6 +24,13 @@ _BUILDERS: dict[str, str] = {
     "idefics3": "families_idefics:build_idefics3",
     "smolvlm": "families_idefics:build_smolvlm",
     "idefics2": "families_idefics:build_idefics2",
+    "paligemma": "families_other:build_paligemma",
+    "mllama": "families_other:build_mllama",
+    "blip2": "families_other:build_blip2",
+    "instructblip": "families_other:build_instructblip",
+    "internvl": "families_other:build_internvl",
+    "clip": "families_embed:build_clip",
+    "siglip": "families_embed:build_siglip",
 }
 
 FAMILIES: tuple[str, ...] = tuple(_BUILDERS)
@@ -34,10 +41,19 @@ NF4_ON_CPU: dict[str, bool] = {family: True for family in FAMILIES}
 # How the engine should build a prompt: "chat_template" (processor.apply_chat_template),
 # "prefix" (PaliGemma: text after the image tokens, no template), "plain" (BLIP-2: bare text),
 # "embedding" (CLIP/SigLIP: no generation, image/text embeddings only).
-PROMPT_FORMAT: dict[str, str] = {family: "chat_template" for family in FAMILIES}
+PROMPT_FORMAT: dict[str, str] = {family: "chat_template" for family in FAMILIES} | {
+    "paligemma": "prefix",
+    "blip2": "plain",
+    "instructblip": "plain",
+    "clip": "embedding",
+    "siglip": "embedding",
+}
 
 # The Auto class that loads the family: generation models vs. embedding models.
-AUTO_CLASS: dict[str, str] = {family: "AutoModelForImageTextToText" for family in FAMILIES}
+AUTO_CLASS: dict[str, str] = {family: "AutoModelForImageTextToText" for family in FAMILIES} | {
+    "clip": "AutoModel",
+    "siglip": "AutoModel",
+}
 
 DEMO_FILE = "visiondesk_demo.json"
 _COMPLETE_MARKER = ".visiondesk-complete"

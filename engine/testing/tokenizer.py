@@ -64,6 +64,7 @@ def make_fast_tokenizer(
     unk: str | None = None,
     extra: dict[str, str] | None = None,
     add_bos: bool = False,
+    add_eos: bool = False,
     padding_side: str = "left",
     model_max_length: int = 4096,
 ) -> Any:
@@ -76,15 +77,20 @@ def make_fast_tokenizer(
     from transformers import PreTrainedTokenizerFast
 
     tok = train_tokenizer_object(special_tokens)
-    if add_bos and bos is not None:
-        # Llama-style: the tokenizer itself prepends BOS, as real LLaVA checkpoints do.
+    prefix = [bos] if add_bos and bos is not None else []
+    suffix = [eos] if add_eos and eos is not None else []
+    if prefix or suffix:
+        # Llama-style BOS and CLIP/SigLIP-style EOS are added by the tokenizer itself, as in
+        # the real checkpoints, so processors see the same ids they would in production.
+        single = " ".join([*prefix, "$A", *suffix])
+        pair = " ".join([*prefix, "$A", *suffix, *prefix, "$B", *suffix])
         tok.post_processor = processors.Sequence(
             [
                 processors.ByteLevel(trim_offsets=False),
                 processors.TemplateProcessing(
-                    single=f"{bos} $A",
-                    pair=f"{bos} $A {bos} $B",
-                    special_tokens=[(bos, tok.token_to_id(bos))],
+                    single=single,
+                    pair=pair,
+                    special_tokens=[(t, tok.token_to_id(t)) for t in dict.fromkeys(prefix + suffix)],
                 ),
             ]
         )

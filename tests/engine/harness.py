@@ -55,7 +55,7 @@ class EngineHarness:
     def run(self, command: p.Command, timeout: float = 300) -> tuple[p.Finished, str]:
         self.send(command)
         text = []
-        for event in self.job_events(getattr(command, "job_id"), timeout):
+        for event in self.job_events(command.job_id, timeout):
             if isinstance(event, p.Delta):
                 text.append(event.text)
             if isinstance(event, p.Finished):
