@@ -1,9 +1,8 @@
-"""The contract between the desktop (or CLI) and the engine process: typed, versioned JSON lines.
+"""Core messages of the protocol: handshake, jobs, chat, status, errors; and shared value types.
 
-This is the only engine module that ``desktop/`` imports. It depends on the standard library and
-msgspec alone. Every message is a tagged struct; each direction is one tagged union. New fields
-go at the end of a struct, with a default, so that an older peer still decodes newer messages.
-Images and documents travel as file paths, never as bytes.
+Every command subclasses ``Command`` and every event ``Event``, each with its own tag; the
+package ``__init__`` collects all subclasses (from this module and each capability's module)
+into the two tagged unions that are decoded.
 """
 
 from __future__ import annotations
@@ -93,12 +92,20 @@ class ModelInfo(msgspec.Struct):
 # ---------------------------------------------------------------------------------------------
 
 
-class Hello(msgspec.Struct, tag="hello"):
+class Command(msgspec.Struct, tag_field="type"):
+    """Base of every command. Jobs carry a ``job_id``; their end is one ``Finished`` event."""
+
+
+class Event(msgspec.Struct, tag_field="type"):
+    """Base of every event sent by the engine."""
+
+
+class Hello(Command, tag="hello"):
     protocol_version: int
     client: str = "unknown"
 
 
-class LoadModel(msgspec.Struct, tag="load_model"):
+class LoadModel(Command, tag="load_model"):
     job_id: str
     model: str  # a local folder or a Hugging Face repo id found in the local cache
     quant: Quantization = "auto"
@@ -107,7 +114,7 @@ class LoadModel(msgspec.Struct, tag="load_model"):
     trust_remote_code: bool = False
 
 
-class Chat(msgspec.Struct, tag="chat"):
+class Chat(Command, tag="chat"):
     """Generate the assistant's next turn with the resident model (loading it first if named)."""
 
     job_id: str
@@ -119,23 +126,20 @@ class Chat(msgspec.Struct, tag="chat"):
     return_token_ids: bool = False
 
 
-class Cancel(msgspec.Struct, tag="cancel"):
+class Cancel(Command, tag="cancel"):
     job_id: str
 
 
-class Unload(msgspec.Struct, tag="unload"):
+class Unload(Command, tag="unload"):
     job_id: str
 
 
-class GetStatus(msgspec.Struct, tag="get_status"):
+class GetStatus(Command, tag="get_status"):
     pass
 
 
-class Shutdown(msgspec.Struct, tag="shutdown"):
+class Shutdown(Command, tag="shutdown"):
     pass
-
-
-Command = Hello | LoadModel | Chat | Cancel | Unload | GetStatus | Shutdown
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,26 +147,26 @@ Command = Hello | LoadModel | Chat | Cancel | Unload | GetStatus | Shutdown
 # ---------------------------------------------------------------------------------------------
 
 
-class Welcome(msgspec.Struct, tag="welcome"):
+class Welcome(Event, tag="welcome"):
     protocol_version: int
     engine_version: str
     pid: int
     devices: list[DeviceInfo]
 
 
-class JobStarted(msgspec.Struct, tag="job_started"):
+class JobStarted(Event, tag="job_started"):
     job_id: str
     kind: str
 
 
-class Delta(msgspec.Struct, tag="delta"):
+class Delta(Event, tag="delta"):
     """A piece of streamed text. Concatenating a job's deltas gives its full text."""
 
     job_id: str
     text: str
 
 
-class Progress(msgspec.Struct, tag="progress"):
+class Progress(Event, tag="progress"):
     job_id: str
     stage: str
     current: float = 0.0
@@ -170,12 +174,12 @@ class Progress(msgspec.Struct, tag="progress"):
     message: str = ""
 
 
-class PartialResult(msgspec.Struct, tag="partial_result"):
+class PartialResult(Event, tag="partial_result"):
     job_id: str
     data: dict[str, Any]
 
 
-class Finished(msgspec.Struct, tag="finished"):
+class Finished(Event, tag="finished"):
     """Exactly one per job: its end, with a reason, and on error a stable code and a sentence."""
 
     job_id: str
@@ -185,60 +189,16 @@ class Finished(msgspec.Struct, tag="finished"):
     result: dict[str, Any] | None = None
 
 
-class EngineStatus(msgspec.Struct, tag="status"):
+class EngineStatus(Event, tag="status"):
     state: Literal["idle", "busy", "loading"]
     loaded: ModelInfo | None = None
     devices: list[DeviceInfo] = msgspec.field(default_factory=list)
     running_jobs: list[str] = msgspec.field(default_factory=list)
 
 
-class ProtocolError(msgspec.Struct, tag="protocol_error"):
+class ProtocolError(Event, tag="protocol_error"):
     """A line the engine could not accept. The engine keeps serving."""
 
     code: str
     message: str
     line: str = ""
-
-
-Event = (
-    Welcome
-    | JobStarted
-    | Delta
-    | Progress
-    | PartialResult
-    | Finished
-    | EngineStatus
-    | ProtocolError
-)
-
-
-# ---------------------------------------------------------------------------------------------
-# Encoding
-# ---------------------------------------------------------------------------------------------
-
-_encoder = msgspec.json.Encoder()
-_command_decoder = msgspec.json.Decoder(Command)
-_event_decoder = msgspec.json.Decoder(Event)
-
-DecodeError = msgspec.DecodeError
-
-
-def encode(message: Command | Event) -> bytes:
-    """One message as one line of JSON, newline included."""
-    return _encoder.encode(message) + b"\n"
-
-
-def decode_command(line: bytes | str) -> Command:
-    """Raises ``DecodeError`` with a readable reason for anything that is not a known command."""
-    return _command_decoder.decode(line)
-
-
-def decode_event(line: bytes | str) -> Event:
-    return _event_decoder.decode(line)
-
-
-def to_builtins(message: Command | Event) -> dict[str, Any]:
-    """A message as plain JSON-compatible data, tag included (used by ``--json`` output)."""
-    data = msgspec.to_builtins(message)
-    assert isinstance(data, dict)
-    return data
