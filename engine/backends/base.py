@@ -61,6 +61,10 @@ class Backend(Protocol):
         *,
         on_text: TextSink,
         cancelled: CancelCheck,
-    ) -> GenerationResult: ...
+        json_schema: dict[str, Any] | None = None,
+    ) -> GenerationResult:
+        """Answer the conversation. With ``json_schema``, the answer is JSON conforming to it:
+        constrained while decoding where the backend can, validated afterwards by the caller."""
+        ...
 
     def close(self) -> None: ...

@@ -154,12 +154,15 @@ class LocalHFBackend:
         *,
         on_text: TextSink,
         cancelled: CancelCheck,
+        json_schema: dict[str, Any] | None = None,
     ) -> GenerationResult:
         import torch
         from transformers import StoppingCriteriaList
 
         from engine.backends.streaming import CancelCriteria, IncrementalStreamer
 
+        if json_schema is not None:
+            raise Unsupported("Schema-constrained output is not available for local models yet.")
         started = time.perf_counter()
         inputs = self.build_inputs(messages)
         prompt_tokens = int(inputs["input_ids"].shape[-1])
