@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+# Tiny models run fastest on one thread, and two processes (test + engine) share two cores.
+# Set before torch is imported anywhere; engine subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:

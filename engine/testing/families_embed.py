@@ -63,7 +63,8 @@ def build_siglip() -> tuple[Any, Any]:
         padding_side="right",
         model_max_length=TEXT_LEN,
     )
-    ids = token_ids(tokenizer, eos_token_id="</s>", pad_token_id="</s>")
+    # SigLIP texts have no BOS; the config default (49406) would point outside the vocab.
+    ids = {"bos_token_id": None, **token_ids(tokenizer, eos_token_id="</s>", pad_token_id="</s>")}
     config = SiglipConfig(
         text_config={**_text(padded_vocab(tokenizer), ids), "projection_size": HIDDEN},
         vision_config=clip_vision(IMAGE, PATCH),

@@ -101,7 +101,9 @@ def build_smolvlm() -> tuple[Any, Any]:
         SmolVLMVideoProcessor,
     )
 
-    tokenizer = _tiled_tokenizer("<|im_start|>", "<|im_end|>", ("<|im_start|>", "<|im_end|>", "<video>"))
+    tokenizer = _tiled_tokenizer(
+        "<|im_start|>", "<|im_end|>", ("<|im_start|>", "<|im_end|>", "<video>")
+    )
     model = SmolVLMForConditionalGeneration(_tiled_config(SmolVLMConfig, tokenizer))
     processor = SmolVLMProcessor(
         image_processor=SmolVLMImageProcessor(**_tiled_sizes()),
@@ -125,7 +127,15 @@ def build_idefics2() -> tuple[Any, Any]:
     )
 
     tokenizer = make_fast_tokenizer(
-        ("<unk>", "<s>", "</s>", "<pad>", "<fake_token_around_image>", "<image>", "<end_of_utterance>"),
+        (
+            "<unk>",
+            "<s>",
+            "</s>",
+            "<pad>",
+            "<fake_token_around_image>",
+            "<image>",
+            "<end_of_utterance>",
+        ),
         bos="<s>",
         eos="<end_of_utterance>",
         pad="<pad>",
@@ -165,3 +175,55 @@ def build_idefics2() -> tuple[Any, Any]:
         chat_template=templates.IDEFICS,
     )
     return model, processor
+
+
+def build_idefics() -> tuple[Any, Any]:
+    """IDEFICS (v1): Llama decoder with gated cross-attention to CLIP features; plain prompts."""
+    from transformers import (
+        IdeficsConfig,
+        IdeficsForVisionText2Text,
+        IdeficsImageProcessor,
+        IdeficsProcessor,
+    )
+
+    tokenizer = make_fast_tokenizer(
+        ("<unk>", "<s>", "</s>", "<fake_token_around_image>", "<image>", "<end_of_utterance>"),
+        bos="<s>",
+        eos="</s>",
+        pad="<unk>",
+        unk="<unk>",
+        extra={"image_token": "<image>"},
+    )
+    ids = token_ids(tokenizer, bos="<s>", eos="</s>", pad="<unk>")
+    text = llama_text(padded_vocab(tokenizer))
+    config = IdeficsConfig(
+        vocab_size=text["vocab_size"],
+        hidden_size=text["hidden_size"],
+        intermediate_size=text["intermediate_size"],
+        num_hidden_layers=text["num_hidden_layers"],
+        num_attention_heads=text["num_attention_heads"],
+        max_position_embeddings=text["max_position_embeddings"],
+        bos_token_id=ids["bos"],
+        eos_token_id=ids["eos"],
+        pad_token_id=ids["pad"],
+        cross_layer_interval=1,
+        # The real zero-initialised gates would make the image invisible to a random model
+        # ("normal" with float gates crashes in transformers 5.x, so open them fully).
+        alpha_initializer="ones",
+        freeze_text_layers=False,
+        freeze_vision_layers=False,
+        vision_config={
+            "embed_dim": HIDDEN,
+            "image_size": TILE,
+            "patch_size": PATCH,
+            "num_hidden_layers": 2,
+            "num_attention_heads": HEADS,
+            "intermediate_size": 2 * HIDDEN,
+        },
+    )
+    processor = IdeficsProcessor(
+        image_processor=IdeficsImageProcessor(image_size=TILE),
+        tokenizer=tokenizer,
+        image_size=TILE,
+    )
+    return IdeficsForVisionText2Text(config), processor

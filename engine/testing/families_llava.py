@@ -143,7 +143,9 @@ def build_llava_onevision() -> tuple[Any, Any]:
         pad="<|endoftext|>",
         extra={"image_token": "<image>", "video_token": "<video>"},
     )
-    ids = token_ids(tokenizer, image="<image>", video="<video>", eos="<|im_end|>", pad="<|endoftext|>")
+    ids = token_ids(
+        tokenizer, image="<image>", video="<video>", eos="<|im_end|>", pad="<|endoftext|>"
+    )
     num_tokens = (LLAVA_IMAGE // LLAVA_PATCH) ** 2
     config = LlavaOnevisionConfig(
         vision_config={
@@ -153,9 +155,7 @@ def build_llava_onevision() -> tuple[Any, Any]:
         },
         text_config={
             "model_type": "qwen2",
-            **llama_text(
-                padded_vocab(tokenizer), eos_token_id=ids["eos"], pad_token_id=ids["pad"]
-            ),
+            **llama_text(padded_vocab(tokenizer), eos_token_id=ids["eos"], pad_token_id=ids["pad"]),
         },
         image_token_index=ids["image"],
         video_token_index=ids["video"],

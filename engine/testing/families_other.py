@@ -89,10 +89,15 @@ def build_mllama() -> tuple[Any, Any]:
         eos="<|eot_id|>",
         pad="<|finetune_right_pad_id|>",
         extra={"image_token": "<|image|>"},
-        add_bos=True,  # Llama 3 tokenizers prepend BOS; the processor avoids doubling it
+        # No automatic BOS: the chat template writes it, and the processor adds it to plain
+        # prompts (after leading <|image|> tokens), so a tokenizer BOS would double it.
     )
     ids = token_ids(
-        tokenizer, image="<|image|>", bos="<|begin_of_text|>", eos="<|eot_id|>", pad="<|finetune_right_pad_id|>"
+        tokenizer,
+        image="<|image|>",
+        bos="<|begin_of_text|>",
+        eos="<|eot_id|>",
+        pad="<|finetune_right_pad_id|>",
     )
     config = MllamaConfig(
         vision_config={
@@ -119,11 +124,33 @@ def build_mllama() -> tuple[Any, Any]:
         image_token_index=ids["image"],
     )
     processor = MllamaProcessor(
-        image_processor=MllamaImageProcessor(size={"height": IMAGE, "width": IMAGE}, max_image_tiles=4),
+        image_processor=MllamaImageProcessor(
+            size={"height": IMAGE, "width": IMAGE}, max_image_tiles=4
+        ),
         tokenizer=tokenizer,
         chat_template=templates.MLLAMA,
     )
-    return MllamaForConditionalGeneration(config), processor
+    model = MllamaForConditionalGeneration(config)
+    _open_zero_gates(model)
+    return model, processor
+
+
+def _open_zero_gates(model: Any) -> None:
+    """Set tanh-gates that initialise to 0 (cross-attention, tile embeddings) to 1.
+
+    Real checkpoints have learned, non-zero gates; a closed gate would hide the image from a
+    random model entirely.
+    """
+    import torch
+
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if (
+                name.rsplit(".", 1)[-1].endswith("gate")
+                and param.numel() == 1
+                and param.item() == 0
+            ):
+                param.fill_(1.0)
 
 
 def _qformer(vocab_size: int | None = None) -> dict[str, Any]:
@@ -262,7 +289,15 @@ def build_internvl() -> tuple[Any, Any]:
     )
 
     tokenizer = make_fast_tokenizer(
-        ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"),
+        (
+            "<|endoftext|>",
+            "<|im_start|>",
+            "<|im_end|>",
+            "<img>",
+            "</img>",
+            "<IMG_CONTEXT>",
+            "<video>",
+        ),
         eos="<|im_end|>",
         pad="<|endoftext|>",
         extra={

@@ -110,7 +110,11 @@ def build_qwen2_vl() -> tuple[Any, Any]:
 
 def build_qwen2_5_vl() -> tuple[Any, Any]:
     """Qwen2.5-VL: windowed-attention ViT (SwiGLU MLP), same prompt format as Qwen2-VL."""
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+    )
 
     tokenizer = _qwen_tokenizer()
     ids = _ids(tokenizer)

@@ -32,22 +32,28 @@ LLAVA = (
     "{%- if add_generation_prompt -%}{{ 'ASSISTANT:' }}{%- endif -%}"
 )
 
+
 def chatml(image: str, default_system: str | None = None) -> str:
     """ChatML (``<|im_start|>role\n...<|im_end|>``) with `image` standing for each image part."""
+    image_literal = image.replace("\n", "\\n")  # emitted inside a Jinja string literal
     system = ""
     if default_system is not None:
         system = (
             "{%- if loop.first and message['role'] != 'system' -%}"
-            "{{ '<|im_start|>system\\n" + default_system + "<|im_end|>\\n' }}"
+            f"{{{{ '<|im_start|>system\\n{default_system}<|im_end|>\\n' }}}}"
             "{%- endif -%}"
         )
-    return (
-        _PARTS + "{%- for message in messages -%}" + system + "{{ '<|im_start|>' + message['role'] + '\\n' }}"
-        "{{ parts(message['content'], '" + image.replace("\n", "\\n") + "') }}"
-        "{{ '<|im_end|>\\n' }}"
-        "{%- endfor -%}"
-        "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
-    )
+    body = [
+        _PARTS,
+        "{%- for message in messages -%}",
+        system,
+        "{{ '<|im_start|>' + message['role'] + '\\n' }}",
+        f"{{{{ parts(message['content'], '{image_literal}') }}}}",
+        "{{ '<|im_end|>\\n' }}",
+        "{%- endfor -%}",
+        "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}",
+    ]
+    return "".join(body)
 
 
 # Qwen2-VL / Qwen2.5-VL: default system prompt and vision_start/pad/end markers.

@@ -29,46 +29,59 @@ _BUILDERS: dict[str, str] = {
     "blip2": "families_other:build_blip2",
     "instructblip": "families_other:build_instructblip",
     "internvl": "families_other:build_internvl",
+    "idefics": "families_idefics:build_idefics",
     "clip": "families_embed:build_clip",
     "siglip": "families_embed:build_siglip",
 }
 
 FAMILIES: tuple[str, ...] = tuple(_BUILDERS)
 
-# Whether the family loads in bitsandbytes NF4 on the CPU (all quantised Linear dims multiples of 64).
+# Whether the family loads in bitsandbytes NF4 on the CPU. Every tiny model keeps each quantised
+# Linear's in/out features at multiples of 64 (bnb's CPU NF4 block size), so all of them do.
+# Caveat: transformers keeps BLIP-2's Q-Former in float32 (its `_keep_in_fp32_modules`), and
+# SigLIP's pooling head (an nn.MultiheadAttention) is never quantised; the rest is NF4.
 NF4_ON_CPU: dict[str, bool] = {family: True for family in FAMILIES}
 
-# How the engine should build a prompt: "chat_template" (processor.apply_chat_template),
-# "prefix" (PaliGemma: text after the image tokens, no template), "plain" (BLIP-2: bare text),
-# "embedding" (CLIP/SigLIP: no generation, image/text embeddings only).
+# How the engine should build a prompt for one image + a question:
+#   "chat_template": processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+#   "prefix": PaliGemma; pass the task text ("caption en", "answer en <question>") as `text`, the
+#             processor puts one <image> per image and BOS in front and ends it with a newline
+#   "plain": BLIP-2 / InstructBLIP / IDEFICS; pass bare text (e.g. "Question: ... Answer:"), the
+#            processor inserts the image tokens itself
+#   "embedding": CLIP / SigLIP; no generation, processor(text=[...], images=[...]) -> similarities
 PROMPT_FORMAT: dict[str, str] = {family: "chat_template" for family in FAMILIES} | {
     "paligemma": "prefix",
     "blip2": "plain",
     "instructblip": "plain",
+    "idefics": "plain",
     "clip": "embedding",
     "siglip": "embedding",
 }
 
-# The Auto class that loads the family: generation models vs. embedding models.
+# The transformers Auto class that loads the family: generation models vs. embedding models.
 AUTO_CLASS: dict[str, str] = {family: "AutoModelForImageTextToText" for family in FAMILIES} | {
     "clip": "AutoModel",
     "siglip": "AutoModel",
 }
 
+# Extra Python modules a family's real processor class needs (beyond the project's dependencies).
+REQUIRES: dict[str, tuple[str, ...]] = {family: () for family in FAMILIES} | {
+    "smolvlm": ("num2words",),
+}
+
 DEMO_FILE = "visiondesk_demo.json"
 _COMPLETE_MARKER = ".visiondesk-complete"
-# Bump when a builder changes so stale caches in the temp folder are not reused.
-_BUILD_VERSION = "1"
 
-_memo: dict[str, pathlib.Path] = {}
-_memo_lock = threading.Lock()
+_build_lock = threading.Lock()
 
 
 def _builder(family: str) -> Any:
     try:
         target = _BUILDERS[family]
     except KeyError:
-        raise ValueError(f"unknown tiny family {family!r}; choose from {', '.join(FAMILIES)}") from None
+        raise ValueError(
+            f"unknown tiny family {family!r}; choose from {', '.join(FAMILIES)}"
+        ) from None
     module_name, func_name = target.split(":")
     module = importlib.import_module(f"{__package__}.{module_name}")
     return getattr(module, func_name)
@@ -128,29 +141,33 @@ def cache_root() -> pathlib.Path:
 
 
 def _cache_key() -> str:
-    # Folders built by another transformers version may not load here: key them apart.
-    versions = [_BUILD_VERSION]
+    """Hash of this package's sources and the library versions the folders depend on.
+
+    Editing a builder, or upgrading transformers, must not reuse a folder built before.
+    """
+    digest = hashlib.sha256()
+    for source in sorted(pathlib.Path(__file__).parent.glob("*.py")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
     for dist in ("transformers", "tokenizers", "torch"):
         try:
-            versions.append(metadata.version(dist))
+            digest.update(metadata.version(dist).encode())
         except metadata.PackageNotFoundError:
-            versions.append("none")
-    return hashlib.sha256("|".join(versions).encode()).hexdigest()[:10]
+            digest.update(b"none")
+    return digest.hexdigest()[:12]
 
 
 def tiny_model_path(family: str) -> pathlib.Path:
-    """Build `family` once (seed 0) into the shared cache and return its folder."""
+    """Build `family` once (seed 0) into the shared cache and return its folder.
+
+    The marker file makes a finished build visible to every process that shares the cache
+    (e.g. the engine subprocess started by a test), so only the first one pays for the build.
+    """
     _builder(family)  # validate the name before touching the disk
-    root = cache_root()
-    final = root / f"{family}-{_cache_key()}"
-    key = str(final)
-    with _memo_lock:
-        if key in _memo and (_memo[key] / _COMPLETE_MARKER).exists():
-            return _memo[key]
+    final = cache_root() / f"{family}-{_cache_key()}"
+    with _build_lock:  # threads of one process build a family once
         if not (final / _COMPLETE_MARKER).exists():
             _build_into_cache(family, final)
-        _memo[key] = final
-        return final
+    return final
 
 
 def _build_into_cache(family: str, final: pathlib.Path) -> None:

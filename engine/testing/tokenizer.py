@@ -31,6 +31,8 @@ CORPUS: tuple[str, ...] = (
     "The answer is left, right, up, down, above, below, inside or outside.",
     "Please list the objects you can see, then explain what is happening.",
     "The screenshot shows a settings window with buttons and a text field.",
+    "USER: Hi there. ASSISTANT: Hello! You are a helpful assistant; the system, the user and "
+    "the assistant take turns in a chat.",
 )
 
 # Kept below 512 learned tokens so families' vocabularies stay small and padding to 64 is cheap.
@@ -90,7 +92,9 @@ def make_fast_tokenizer(
                 processors.TemplateProcessing(
                     single=single,
                     pair=pair,
-                    special_tokens=[(t, tok.token_to_id(t)) for t in dict.fromkeys(prefix + suffix)],
+                    special_tokens=[
+                        (t, tok.token_to_id(t)) for t in dict.fromkeys(prefix + suffix)
+                    ],
                 ),
             ]
         )
@@ -100,7 +104,12 @@ def make_fast_tokenizer(
         "model_max_length": model_max_length,
         "clean_up_tokenization_spaces": False,
     }
-    for role, value in (("bos_token", bos), ("eos_token", eos), ("pad_token", pad), ("unk_token", unk)):
+    for role, value in (
+        ("bos_token", bos),
+        ("eos_token", eos),
+        ("pad_token", pad),
+        ("unk_token", unk),
+    ):
         if value is not None:
             kwargs[role] = value
     if extra:
