@@ -25,6 +25,7 @@ GENERIC = Quirks()
 FAMILY_QUIRKS: dict[str, Quirks] = {
     "paligemma": Quirks(prompt_format="prefix", note="prefix prompt: the image, then the task"),
     "blip-2": Quirks(prompt_format="plain", note="no chat template: 'Question: … Answer:'"),
+    "blip_2": Quirks(prompt_format="plain", note="no chat template: 'Question: … Answer:'"),
     "instructblip": Quirks(prompt_format="plain", note="no chat template"),
     "idefics": Quirks(prompt_format="plain", note="Flamingo-style interleaved prompt"),
 }

@@ -12,8 +12,13 @@ from PIL import Image
 from engine import protocol as p
 from tests.engine.harness import EngineHarness, job_id
 
-# Families the foundation supports; each tiny model loads in NF4 on the CPU.
+from engine.testing import AUTO_CLASS, NF4_ON_CPU, PROMPT_FORMAT
+from engine.testing import FAMILIES as ALL_FAMILIES
+
+# Multi-turn, multi-image conversations: the chat-template families of the foundation.
 FAMILIES = ["llava", "qwen2_vl"]
+# Every generative family answers a one-image prompt (all load in NF4 on the CPU).
+GENERATIVE = [f for f in ALL_FAMILIES if AUTO_CLASS[f] == "AutoModelForImageTextToText"]
 MAX_NEW = 24
 
 
@@ -35,7 +40,12 @@ def images(tmp_path_factory) -> list[str]:
     return paths
 
 
-def direct_generate(model_dir: Path, messages: list[p.ChatMessage]) -> list[int]:
+def direct_generate(
+    model_dir: Path,
+    messages: list[p.ChatMessage],
+    prompt_format: str = "chat_template",
+    max_new_tokens: int = MAX_NEW,
+) -> list[int]:
     """What a person would write with transformers alone: NF4 on the CPU, greedy."""
     from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
 
@@ -58,16 +68,25 @@ def direct_generate(model_dir: Path, messages: list[p.ChatMessage]) -> list[int]
         }
         for m in messages
     ]
-    prompt = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+    if prompt_format == "chat_template":
+        prompt = processor.apply_chat_template(
+            conversation, add_generation_prompt=True, tokenize=False
+        )
+    elif prompt_format == "plain":  # BLIP-2 style: no template, the processor adds image tokens
+        prompt = f"Question: {messages[-1].text} Answer:"
+    else:  # PaliGemma: the text is the prefix; the processor puts image tokens and BOS first
+        prompt = messages[-1].text
     pil = [Image.open(path).convert("RGB") for m in messages for path in m.images]
     inputs = processor(text=[prompt], images=pil, return_tensors="pt")
     with torch.inference_mode():
-        output = model.generate(**inputs, max_new_tokens=MAX_NEW, do_sample=False)
+        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
     return output[0, inputs["input_ids"].shape[-1] :].tolist()
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_engine_greedy_output_equals_direct_generate_nf4_cpu(engine, tiny_model, images, family) -> None:
+def test_engine_greedy_output_equals_direct_generate_nf4_cpu(
+    engine, tiny_model, images, family
+) -> None:
     model_dir = tiny_model(family)
     messages = [
         p.ChatMessage(role="user", text="What is in these pictures?", images=images),
@@ -90,6 +109,31 @@ def test_engine_greedy_output_equals_direct_generate_nf4_cpu(engine, tiny_model,
     assert finished.result["token_ids"] == direct_generate(model_dir, messages)
     assert streamed == finished.result["text"]  # the deltas add up to the answer
     assert finished.result["quant"] == "nf4" and finished.result["backend"] == "local"
+
+
+@pytest.mark.parametrize("family", GENERATIVE)
+def test_every_family_answers_a_one_image_prompt_like_direct_generate(
+    engine, tiny_model, images, family
+) -> None:
+    assert NF4_ON_CPU[family], "all tiny families are sized for NF4 on the CPU"
+    model_dir = tiny_model(family)
+    messages = [p.ChatMessage(role="user", text="What is in this image?", images=images[:1])]
+    finished, streamed = engine.run(
+        p.Chat(
+            job_id=job_id(),
+            messages=messages,
+            model=str(model_dir),
+            quant="nf4",
+            device="cpu",
+            sampling=p.Sampling(max_new_tokens=12),
+            return_token_ids=True,
+        )
+    )
+    assert finished.reason in ("done", "length"), finished.message
+    assert finished.result is not None and finished.result["completion_tokens"] >= 1
+    expected = direct_generate(model_dir, messages, PROMPT_FORMAT[family], max_new_tokens=12)
+    assert finished.result["token_ids"] == expected
+    assert streamed == finished.result["text"]
 
 
 def test_model_stays_resident_between_turns(engine, tiny_model, images) -> None:
