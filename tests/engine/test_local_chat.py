@@ -10,10 +10,9 @@ import torch
 from PIL import Image
 
 from engine import protocol as p
-from tests.engine.harness import EngineHarness, job_id
-
 from engine.testing import AUTO_CLASS, NF4_ON_CPU, PROMPT_FORMAT
 from engine.testing import FAMILIES as ALL_FAMILIES
+from tests.engine.harness import EngineHarness, job_id
 
 # Multi-turn, multi-image conversations: the chat-template families of the foundation.
 FAMILIES = ["llava", "qwen2_vl"]
