@@ -1,0 +1,250 @@
+"""The main window, and the controller that wires engine client, state objects and views."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt, Slot
+from PySide6.QtGui import QAction, QCloseEvent, QImage, QKeySequence
+from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox, QSplitter, QToolBar, QWidget
+
+from desktop import paths
+from desktop.engine_client import EngineClient, EngineExit
+from desktop.state import ChatSession, EngineStatusModel, ModelCatalog, ModelChoice
+from desktop.storage import MessageStatus, Storage
+from desktop.views.chat import ChatView
+from desktop.views.conversation_list import ConversationList
+from desktop.views.model_picker import ModelPicker
+from desktop.views.status_bar import EngineStatusBar
+from engine import protocol as p
+
+_IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.gif *.tif *.tiff);;All files (*)"
+
+
+class MainWindow(QMainWindow):
+    """Does not start the engine: the caller does, after ``show()``, so the window is instant."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        client: EngineClient,
+        catalog: ModelCatalog | None = None,
+        *,
+        settings: QSettings | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.storage = storage
+        self.client = client
+        self.settings = settings or QSettings()
+        self.catalog = catalog or ModelCatalog(self.settings, parent=self)
+        self.session = ChatSession(storage, client, parent=self)
+        self.engine_status = EngineStatusModel(client, parent=self)
+        self.setWindowTitle("VisionDesk")
+        self.resize(1180, 780)
+        self._build()
+        self._wire()
+        self._restore()
+
+    # -- building -------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        self.model_picker = ModelPicker()
+        toolbar = QToolBar("Model")
+        toolbar.setObjectName("mainToolbar")
+        toolbar.setMovable(False)
+        toolbar.addWidget(self.model_picker)
+        self.addToolBar(toolbar)
+        self.conversation_list = ConversationList()
+        self.chat_view = ChatView()
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.setObjectName("mainSplitter")
+        self.splitter.setHandleWidth(1)
+        self.splitter.addWidget(self.conversation_list)
+        self.splitter.addWidget(self.chat_view)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([250, 930])
+        self.setCentralWidget(self.splitter)
+        self.status_bar = EngineStatusBar()
+        self.setStatusBar(self.status_bar)
+        self.new_action = self._action(
+            "New chat", QKeySequence.StandardKey.New, self.session.new_conversation
+        )
+        self.attach_action = self._action(
+            "Attach images…", QKeySequence.StandardKey.Open, self.choose_attachments
+        )
+        self.stop_action = self._action("Stop", QKeySequence(Qt.Key.Key_Escape), self.session.stop)
+        self.quit_action = self._action("Quit", QKeySequence.StandardKey.Quit, self.close)
+
+    def _action(
+        self,
+        text: str,
+        shortcut: QKeySequence | QKeySequence.StandardKey,
+        slot: Callable[[], object],
+    ) -> QAction:
+        action = QAction(text, self)
+        action.setShortcut(shortcut)
+        action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        action.triggered.connect(slot)
+        self.addAction(action)
+        return action
+
+    def _wire(self) -> None:
+        session, view, client = self.session, self.chat_view, self.client
+        session.conversation_opened.connect(self._on_session_conversation_opened)
+        session.conversations_changed.connect(self._on_session_conversations_changed)
+        session.message_added.connect(view.add_message)
+        session.message_updated.connect(view.update_message)
+        session.activity_changed.connect(view.set_activity)
+        session.draft_changed.connect(lambda: view.set_draft_attachments(session.draft_attachments))
+        session.busy_changed.connect(view.set_busy)
+        session.notice.connect(view.show_notice)
+        view.send_requested.connect(self._on_view_send_requested)
+        view.stop_requested.connect(session.stop)
+        view.retry_requested.connect(self._on_view_retry_requested)
+        view.files_dropped.connect(session.attach_files)
+        view.image_pasted.connect(self._on_view_image_pasted)
+        view.attach_requested.connect(self.choose_attachments)
+        view.attachment_removed.connect(session.remove_draft_attachment)
+        view.engine_restart_requested.connect(client.restart)
+        self.status_bar.restart_requested.connect(client.restart)
+        self.conversation_list.conversation_selected.connect(session.open_conversation)
+        self.conversation_list.new_requested.connect(session.new_conversation)
+        self.conversation_list.delete_requested.connect(self._on_list_delete_requested)
+        self.model_picker.choice_changed.connect(self._on_picker_choice_changed)
+        self.model_picker.add_folder_requested.connect(self.choose_model_folder)
+        self.catalog.entries_changed.connect(self._on_catalog_entries_changed)
+        self.engine_status.changed.connect(self._on_engine_status_changed)
+        client.engine_died.connect(self._on_client_engine_died)
+        client.engine_restarted.connect(self._on_client_engine_restarted)
+        client.engine_failed.connect(self._on_client_engine_failed)
+
+    def _restore(self) -> None:
+        geometry = self.settings.value("window/geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        self.model_picker.set_entries(self.catalog.entries())
+        self.set_model_choice(self.catalog.last_choice())
+        conversations = self.session.conversations()
+        if conversations:
+            self.session.open_conversation(conversations[0].id)
+        else:
+            self.session.new_conversation()
+        self._on_session_conversations_changed()
+        self._on_engine_status_changed()
+
+    # -- public API -----------------------------------------------------------------------
+
+    def set_model_choice(self, choice: ModelChoice) -> None:
+        self.model_picker.set_choice(choice)
+        self._on_picker_choice_changed(choice)
+
+    def send_message(self, text: str, attachments: list[Path] | None = None) -> bool:
+        """What typing and pressing Enter does: attach, store, then ask the engine."""
+        if attachments:
+            self.session.attach_files(list(attachments))
+        self.chat_view.composer.edit.setPlainText(text)
+        sent = self.session.send(text)
+        if sent:
+            self.chat_view.clear_composer()
+        return sent
+
+    @Slot()
+    def choose_attachments(self) -> None:
+        last = str(self.settings.value("dialogs/attach_dir", str(Path.home())))
+        files, _ = QFileDialog.getOpenFileNames(self, "Attach images", last, _IMAGE_FILTER)
+        if files:
+            self.settings.setValue("dialogs/attach_dir", str(Path(files[0]).parent))
+            self.session.attach_files([Path(f) for f in files])
+
+    @Slot()
+    def choose_model_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose a model folder (with config.json)")
+        if not folder:
+            return
+        try:
+            entry = self.catalog.add_folder(Path(folder))
+        except ValueError as error:
+            self.chat_view.show_notice(str(error))
+            return
+        self.set_model_choice(dataclasses.replace(self.model_picker.choice(), model=entry.model))
+
+    # -- slots ----------------------------------------------------------------------------
+
+    @Slot(str)
+    def _on_view_send_requested(self, text: str) -> None:
+        if self.session.send(text):
+            self.chat_view.clear_composer()
+
+    @Slot(str)
+    def _on_view_retry_requested(self, message_id: str) -> None:
+        if self.session.retry(message_id) and self.client.is_ready():
+            self.chat_view.engine_banner.hide()  # its advice ("press Retry") is taken
+
+    @Slot(QImage)
+    def _on_view_image_pasted(self, image: QImage) -> None:
+        self.session.attach_image(image, paths.cache_dir())
+
+    @Slot(str)
+    def _on_session_conversation_opened(self, conversation_id: str) -> None:
+        self.chat_view.show_conversation(self.session.messages)
+        self.conversation_list.select(conversation_id)
+        conversation = self.storage.conversation(conversation_id) if conversation_id else None
+        self.setWindowTitle(f"{conversation.title} — VisionDesk" if conversation else "VisionDesk")
+        self.chat_view.composer.edit.setFocus()
+
+    @Slot()
+    def _on_session_conversations_changed(self) -> None:
+        self.conversation_list.set_conversations(
+            self.session.conversations(), self.session.conversation_id
+        )
+
+    @Slot(str)
+    def _on_list_delete_requested(self, conversation_id: str) -> None:
+        answer = QMessageBox.question(self, "Delete conversation", "Delete this conversation?")
+        if answer == QMessageBox.StandardButton.Yes:
+            self.session.delete_conversation(conversation_id)
+
+    @Slot(object)
+    def _on_picker_choice_changed(self, choice: ModelChoice) -> None:
+        self.session.set_model_choice(choice)
+        self.catalog.save_choice(choice)
+        self.chat_view.empty_state.set_has_model(bool(choice.model))
+
+    @Slot()
+    def _on_catalog_entries_changed(self) -> None:
+        self.model_picker.set_entries(self.catalog.entries())
+
+    @Slot()
+    def _on_engine_status_changed(self) -> None:
+        self.status_bar.show_status(self.engine_status)
+        if self.engine_status.devices:
+            self.model_picker.set_cuda_available(self.engine_status.has_cuda())
+
+    @Slot(object)
+    def _on_client_engine_died(self, outcome: EngineExit) -> None:
+        self.chat_view.engine_banner.show_message(
+            f"<b>Engine stopped — restarting…</b> {outcome.sentence()} Nothing you wrote was lost.",
+            "warning",
+        )
+
+    @Slot(object)
+    def _on_client_engine_restarted(self, _welcome: p.Welcome) -> None:
+        interrupted = any(m.status == MessageStatus.INTERRUPTED for m in self.session.messages)
+        hint = " Press Retry on the interrupted answer to ask again." if interrupted else ""
+        self.chat_view.engine_banner.show_message(
+            f"<b>Engine restarted.</b>{hint}", "info", hide_after_ms=8000
+        )
+
+    @Slot(str)
+    def _on_client_engine_failed(self, sentence: str) -> None:
+        self.chat_view.engine_banner.show_message(
+            f"<b>The engine could not be started.</b> {sentence}", "error", action="Restart engine"
+        )
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.client.stop()
+        super().closeEvent(event)

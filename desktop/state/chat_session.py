@@ -1,0 +1,273 @@
+"""Chat logic: the open conversation, the draft's attachments, sending, streaming, stop and retry."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QTimer, Signal, Slot
+from PySide6.QtGui import QImage, QImageReader
+
+from desktop.engine_client import EngineClient
+from desktop.state.model_catalog import ModelChoice
+from desktop.storage import Attachment, Conversation, Message, MessageStatus, Storage
+from engine import protocol as p
+
+log = logging.getLogger("visiondesk.chat")
+
+_TITLE_LENGTH = 48
+
+
+def is_image_file(path: Path) -> bool:
+    return Path(path).is_file() and QImageReader(str(path)).canRead()
+
+
+def conversation_for_engine(messages: list[Message]) -> list[p.ChatMessage]:
+    """The turns the model should see: failed answers are left out, and consecutive turns of
+    one role are merged so that chat templates that insist on alternation accept them."""
+    turns: list[p.ChatMessage] = []
+    for message in messages:
+        if message.role == "assistant" and not (
+            message.status in (MessageStatus.COMPLETE, MessageStatus.CANCELLED) and message.text
+        ):
+            continue
+        images = [str(a.path) for a in message.attachments]
+        if turns and turns[-1].role == message.role:
+            turns[-1].text = "\n\n".join(t for t in (turns[-1].text, message.text) if t)
+            turns[-1].images.extend(images)
+        else:
+            turns.append(p.ChatMessage(role=message.role, text=message.text, images=images))  # type: ignore[arg-type]
+    return turns
+
+
+class ChatSession(QObject):
+    """Every message is written to storage before the engine hears of it."""
+
+    conversations_changed = Signal()
+    conversation_opened = Signal(str)  # "" for a new, not yet saved conversation
+    message_added = Signal(object)  # storage.Message of the open conversation
+    message_updated = Signal(object)  # text/status changed; throttled while streaming
+    activity_changed = Signal(str, str)  # message id, what the engine is doing ("Loading model…")
+    draft_changed = Signal()
+    busy_changed = Signal(bool)
+    notice = Signal(str)  # a sentence for the user that is not part of any answer
+
+    def __init__(
+        self,
+        storage: Storage,
+        client: EngineClient,
+        *,
+        repaint_interval_ms: int = 50,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self._storage = storage
+        self._client = client
+        self.conversation_id = ""
+        self.messages: list[Message] = []
+        self.draft_attachments: list[Attachment] = []
+        self.model_choice = ModelChoice()
+        self._jobs: dict[str, Message] = {}  # job id -> the assistant message it writes
+        self._dirty: set[str] = set()
+        self._repaint_timer = QTimer(self, singleShot=True, interval=repaint_interval_ms)
+        self._repaint_timer.timeout.connect(self._on_repaint_timer_timeout)
+        client.delta_received.connect(self._on_client_delta_received)
+        client.job_finished.connect(self._on_client_job_finished)
+        client.event_received.connect(self._on_client_event_received)
+
+    # -- conversations --------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._jobs)
+
+    def active_message_ids(self) -> set[str]:
+        return {m.id for m in self._jobs.values()}
+
+    def conversations(self) -> list[Conversation]:
+        return self._storage.conversations()
+
+    def new_conversation(self) -> None:
+        """An empty conversation; it is saved with its first message."""
+        self._open("", [])
+
+    def open_conversation(self, conversation_id: str) -> None:
+        live = {m.id: m for m in self._jobs.values()}
+        stored = self._storage.messages(conversation_id)
+        self._open(conversation_id, [live.get(m.id, m) for m in stored])
+
+    def delete_conversation(self, conversation_id: str) -> None:
+        for job_id, message in list(self._jobs.items()):
+            if message.conversation_id == conversation_id:
+                self._client.cancel(job_id)
+        self._storage.delete_conversation(conversation_id)
+        self.conversations_changed.emit()
+        if conversation_id == self.conversation_id:
+            self.new_conversation()
+
+    def _open(self, conversation_id: str, messages: list[Message]) -> None:
+        self.conversation_id = conversation_id
+        self.messages = messages
+        self.conversation_opened.emit(conversation_id)
+
+    # -- the draft ------------------------------------------------------------------------
+
+    def set_model_choice(self, choice: ModelChoice) -> None:
+        self.model_choice = choice
+
+    def attach_files(self, paths: list[Path]) -> list[Path]:
+        """Copy images into the data folder and add them to the draft; returns the rejected."""
+        rejected = []
+        for path in map(Path, paths):
+            if not is_image_file(path):
+                rejected.append(path)
+                continue
+            self.draft_attachments.append(self._storage.import_attachment(path))
+        if rejected:
+            names = ", ".join(p.name for p in rejected)
+            self.notice.emit(f"Only images can be attached to a chat; skipped {names}.")
+        if len(rejected) < len(paths):
+            self.draft_changed.emit()
+        return rejected
+
+    def attach_image(self, image: QImage, cache_dir: Path) -> None:
+        """A pasted image: written to a PNG in the cache folder first, then imported."""
+        path = Path(cache_dir) / f"pasted-{time.strftime('%Y%m%d-%H%M%S')}-{id(image):x}.png"
+        saved = not image.isNull() and image.save(str(path), "PNG")  # type: ignore[call-overload]
+        if not saved:
+            self.notice.emit("The pasted image could not be saved.")
+            return
+        self.draft_attachments.append(
+            self._storage.import_attachment(path, name="Pasted image.png")
+        )
+        self.draft_changed.emit()
+
+    def remove_draft_attachment(self, index: int) -> None:
+        if 0 <= index < len(self.draft_attachments):
+            del self.draft_attachments[index]
+            self.draft_changed.emit()
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    def send(self, text: str) -> bool:
+        text = text.strip()
+        if not text and not self.draft_attachments:
+            return False
+        if not self._can_start():
+            return False
+        if not self.conversation_id:
+            title = text.splitlines()[0] if text else "Image"
+            title = title if len(title) <= _TITLE_LENGTH else title[: _TITLE_LENGTH - 1] + "…"
+            self.conversation_id = self._storage.create_conversation(title).id
+            self.conversation_opened.emit(self.conversation_id)
+        user = self._storage.add_message(self.conversation_id, "user", text, self.draft_attachments)
+        answer = self._storage.add_message(
+            self.conversation_id, "assistant", "", status=MessageStatus.PENDING
+        )
+        self.draft_attachments = []
+        self.draft_changed.emit()
+        for message in (user, answer):
+            self.messages.append(message)
+            self.message_added.emit(message)
+        self.conversations_changed.emit()
+        self._start_job(answer)
+        return True
+
+    def retry(self, message_id: str) -> bool:
+        """Ask again for an answer that failed or was interrupted, with the same history."""
+        answer = next((m for m in self.messages if m.id == message_id), None)
+        if answer is None or answer.status not in MessageStatus.RETRYABLE:
+            return False
+        if not self._can_start():
+            return False
+        answer.text, answer.status = "", MessageStatus.PENDING
+        answer.error_code, answer.error_message, answer.provenance = None, "", {}
+        self._storage.save_message(answer)
+        self.message_updated.emit(answer)
+        self._start_job(answer)
+        return True
+
+    def stop(self) -> None:
+        for job_id in list(self._jobs):
+            self._client.cancel(job_id)
+
+    def _can_start(self) -> bool:
+        if self.busy:
+            self.notice.emit("Wait for the current answer, or press Stop (Esc).")
+            return False
+        if not self.model_choice.model:
+            self.notice.emit(
+                "Choose a model first: pick one in the toolbar, or add a model folder."
+            )
+            return False
+        return True
+
+    def _start_job(self, answer: Message) -> None:
+        history = self.messages[: self.messages.index(answer)]
+        choice = self.model_choice
+        job_id = self._client.start_chat(
+            conversation_for_engine(history),
+            model=choice.model,
+            quant=choice.quant,
+            device=choice.device,
+        )
+        self._jobs[job_id] = answer
+        self.activity_changed.emit(answer.id, "Waiting for the engine…")
+        self.busy_changed.emit(True)
+
+    # -- engine events --------------------------------------------------------------------
+
+    @Slot(str, str)
+    def _on_client_delta_received(self, job_id: str, text: str) -> None:
+        message = self._jobs.get(job_id)
+        if message is None:
+            return
+        message.text += text
+        self._dirty.add(message.id)
+        if not self._repaint_timer.isActive():
+            self._repaint_timer.start()
+
+    @Slot(object)
+    def _on_client_event_received(self, event: p.Event) -> None:
+        message = self._jobs.get(getattr(event, "job_id", ""))
+        if message is None:
+            return
+        if isinstance(event, p.Progress) and event.message:
+            self.activity_changed.emit(message.id, event.message)
+        elif isinstance(event, p.JobStarted):
+            self.activity_changed.emit(message.id, "Thinking…")
+
+    @Slot(object)
+    def _on_client_job_finished(self, finished: p.Finished) -> None:
+        message = self._jobs.pop(finished.job_id, None)
+        if message is None:
+            return
+        self._dirty.discard(message.id)
+        result = finished.result or {}
+        if finished.reason in ("done", "length"):
+            message.status = MessageStatus.COMPLETE
+            message.text = str(result.get("text") or message.text)
+        elif finished.reason == "cancelled":
+            message.status = MessageStatus.CANCELLED
+        elif finished.error_code == p.ErrorCode.ENGINE_DIED:
+            message.status = MessageStatus.INTERRUPTED
+        else:
+            message.status = MessageStatus.ERROR
+        if finished.reason == "error":
+            message.error_code = finished.error_code
+            message.error_message = finished.message or "The engine could not answer."
+        keys = ("backend", "model", "quant", "device", "completion_tokens", "tokens_per_s")
+        message.provenance = {k: result[k] for k in keys if k in result}
+        message.provenance["finish_reason"] = finished.reason
+        self._storage.save_message(message)
+        if message.conversation_id == self.conversation_id:
+            self.message_updated.emit(message)
+        self.busy_changed.emit(self.busy)
+
+    @Slot()
+    def _on_repaint_timer_timeout(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for message in self._jobs.values():
+            if message.id in dirty and message.conversation_id == self.conversation_id:
+                self.message_updated.emit(message)

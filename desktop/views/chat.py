@@ -1,0 +1,207 @@
+"""The chat screen: messages (or a getting-started state), banners, and the composer; a drop target."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QDragEnterEvent, QDragLeaveEvent, QDropEvent, QImage
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.storage import Attachment, Message
+from desktop.views.composer import Composer, local_files
+from desktop.views.message_list import MAX_COLUMN_WIDTH, MessageList
+from desktop.views.style import set_style_property
+
+
+class Banner(QFrame):
+    """A one-line message across the chat with an optional action; info, warning or error."""
+
+    action_clicked = Signal()
+
+    def __init__(self, object_name: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName(object_name)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(14, 8, 10, 8)
+        self.label = QLabel()
+        self.label.setWordWrap(True)
+        row.addWidget(self.label, 1)
+        self.action = QPushButton()
+        self.action.setObjectName("bannerAction")
+        self.action.clicked.connect(self.action_clicked)
+        row.addWidget(self.action)
+        self._hide_timer = QTimer(self, singleShot=True)
+        self._hide_timer.timeout.connect(self.hide)
+        self.hide()
+
+    def show_message(
+        self, text: str, level: str = "info", action: str = "", hide_after_ms: int = 0
+    ) -> None:
+        self.label.setText(text)
+        self.action.setText(action)
+        self.action.setVisible(bool(action))
+        set_style_property(self, "level", level)
+        self.show()
+        if hide_after_ms:
+            self._hide_timer.start(hide_after_ms)
+        else:
+            self._hide_timer.stop()
+
+
+class EmptyState(QWidget):
+    """What a new conversation shows: the three steps to a first answer."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("emptyState")
+        layout = QVBoxLayout(self)
+        layout.addStretch(2)
+        icon = QLabel("◧")
+        icon.setObjectName("emptyIcon")
+        icon.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        layout.addWidget(icon)
+        title = QLabel("Ask a vision model about your images")
+        title.setObjectName("emptyTitle")
+        title.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        layout.addWidget(title)
+        self.steps = QLabel()
+        self.steps.setObjectName("emptySteps")
+        self.steps.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        layout.addWidget(self.steps)
+        note = QLabel("Everything runs on this computer. Nothing is uploaded.")
+        note.setObjectName("emptyNote")
+        note.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        layout.addWidget(note)
+        layout.addStretch(3)
+        self.set_has_model(False)
+
+    def set_has_model(self, has_model: bool) -> None:
+        first = (
+            "✓ A model is selected (change it in the toolbar)"
+            if has_model
+            else "1. Pick a model in the toolbar, or choose “Add model folder…”"
+        )
+        self.steps.setText(
+            f"{first}<br/>2. Drop an image here, paste one, or press Ctrl+O<br/>"
+            "3. Type a question and press Enter"
+        )
+
+
+def _centred(widget: QWidget) -> QHBoxLayout:
+    """A row that keeps ``widget`` as wide as the message column, centred under it."""
+    widget.setMaximumWidth(MAX_COLUMN_WIDTH)
+    row = QHBoxLayout()
+    row.addStretch(1)
+    row.addWidget(widget, 100)
+    row.addStretch(1)
+    return row
+
+
+class ChatView(QWidget):
+    """Builds widgets and reports what the user did; a controller decides what happens."""
+
+    send_requested = Signal(str)
+    stop_requested = Signal()
+    retry_requested = Signal(str)  # message id
+    files_dropped = Signal(list)  # list[Path]: dropped, pasted or chosen
+    image_pasted = Signal(QImage)
+    attach_requested = Signal()
+    attachment_removed = Signal(int)
+    engine_restart_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("chatView")
+        self.setAcceptDrops(True)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        self.engine_banner = Banner("engineBanner")
+        self.engine_banner.action_clicked.connect(self.engine_restart_requested)
+        layout.addWidget(self.engine_banner)
+        self.stack = QStackedWidget()
+        self.empty_state = EmptyState()
+        self.messages = MessageList()
+        self.messages.retry_clicked.connect(self.retry_requested)
+        self.stack.addWidget(self.empty_state)
+        self.stack.addWidget(self.messages)
+        layout.addWidget(self.stack, 1)
+        bottom = QWidget()
+        bottom.setObjectName("composerArea")
+        bottom_layout = QVBoxLayout(bottom)
+        bottom_layout.setContentsMargins(24, 6, 24, 16)
+        bottom_layout.setSpacing(6)
+        self.notice = Banner("notice")
+        bottom_layout.addLayout(_centred(self.notice))
+        self.composer = Composer()
+        self.composer.send_requested.connect(self.send_requested)
+        self.composer.stop_requested.connect(self.stop_requested)
+        self.composer.attach_requested.connect(self.attach_requested)
+        self.composer.attachment_removed.connect(self.attachment_removed)
+        self.composer.edit.files_pasted.connect(self.files_dropped)
+        self.composer.edit.image_pasted.connect(self.image_pasted)
+        bottom_layout.addLayout(_centred(self.composer))
+        layout.addWidget(bottom)
+
+    # -- filling --------------------------------------------------------------------------
+
+    def show_conversation(self, messages: list[Message]) -> None:
+        self.messages.set_messages(messages)
+        self._update_stack()
+
+    def add_message(self, message: Message) -> None:
+        self.messages.add_message(message)
+        self._update_stack()
+
+    def update_message(self, message: Message) -> None:
+        self.messages.update_message(message)
+
+    def set_activity(self, message_id: str, text: str) -> None:
+        self.messages.set_activity(message_id, text)
+
+    def set_busy(self, busy: bool) -> None:
+        self.composer.set_busy(busy)
+
+    def set_draft_attachments(self, attachments: list[Attachment]) -> None:
+        self.composer.set_attachments(attachments)
+
+    def clear_composer(self) -> None:
+        self.composer.clear_text()
+
+    def show_notice(self, text: str) -> None:
+        self.notice.show_message(text, "info", hide_after_ms=6000)
+
+    def _update_stack(self) -> None:
+        has_messages = bool(self.messages.cards())
+        self.stack.setCurrentWidget(self.messages if has_messages else self.empty_state)
+
+    # -- drag and drop --------------------------------------------------------------------
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if local_files(event.mimeData()) or event.mimeData().hasImage():
+            event.acceptProposedAction()
+            self._set_drop_highlight(True)
+
+    def dragLeaveEvent(self, event: QDragLeaveEvent) -> None:
+        self._set_drop_highlight(False)
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        self._set_drop_highlight(False)
+        files = local_files(event.mimeData())
+        if files:
+            self.files_dropped.emit(files)
+        elif event.mimeData().hasImage():
+            self.image_pasted.emit(QImage(event.mimeData().imageData()))
+        else:
+            return
+        event.acceptProposedAction()
+
+    def _set_drop_highlight(self, on: bool) -> None:
+        set_style_property(self, "dropping", on)

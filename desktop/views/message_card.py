@@ -1,0 +1,221 @@
+"""One message on screen: a user bubble or an answer card with Markdown, provenance and actions."""
+
+from __future__ import annotations
+
+import html
+import math
+
+from PySide6.QtCore import Qt, QTimer, QUrl, Signal, Slot
+from PySide6.QtGui import QDesktopServices, QGuiApplication
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.storage import Message, MessageStatus
+from desktop.views import markdown
+from desktop.views.style import set_style_property
+from desktop.views.thumbnails import Thumbnail
+
+_THUMBNAIL = 160
+
+
+class RichText(QTextBrowser):
+    """Read-only rich text that is exactly as tall as its content (no scroll bar of its own)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setOpenLinks(False)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
+        self.document().setDocumentMargin(0)
+        self.viewport().setAutoFillBackground(False)
+        self.setContextMenuPolicy(Qt.ContextMenuPolicy.DefaultContextMenu)
+
+    def fit(self, max_width: int, shrink: bool) -> int:
+        """Lay out for ``max_width``; with ``shrink``, as narrow as the text allows. Returns width."""
+        document = self.document()
+        document.setTextWidth(max_width)
+        width = min(max_width, math.ceil(document.idealWidth()) + 2) if shrink else max_width
+        document.setTextWidth(width)
+        self.setFixedSize(max(width, 1), max(1, math.ceil(document.size().height())))
+        return width
+
+
+class MessageCard(QFrame):
+    """Built once per message; ``update_message`` refreshes it as the answer streams in."""
+
+    retry_clicked = Signal(str)  # message id
+
+    def __init__(self, message: Message, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.message = message
+        self.is_user = message.role == "user"
+        self.setObjectName("userBubble" if self.is_user else "answerCard")
+        self._available_width = 600
+        self._activity = ""
+        layout = self._layout = QVBoxLayout(self)
+        layout.setContentsMargins(14, 10, 14, 10)
+        layout.setSpacing(6)
+        if not self.is_user:
+            self.author = QLabel("Assistant")
+            self.author.setObjectName("author")
+            layout.addWidget(self.author)
+        self.thumbnails = self._build_thumbnails(message)
+        if self.thumbnails is not None:
+            layout.addWidget(self.thumbnails)
+        self.body = RichText()
+        self.body.anchorClicked.connect(self._on_body_anchor_clicked)
+        layout.addWidget(self.body)
+        self.activity = QLabel()
+        self.activity.setObjectName("activity")
+        layout.addWidget(self.activity)
+        self.error_box, self.error_label, self.retry_button = self._build_error_box()
+        layout.addWidget(self.error_box)
+        self.footer, self.provenance, self.copy_button = self._build_footer()
+        layout.addWidget(self.footer)
+        self.update_message(message)
+
+    # -- building -------------------------------------------------------------------------
+
+    def _build_thumbnails(self, message: Message) -> QWidget | None:
+        if not message.attachments:
+            return None
+        row = QWidget()
+        row.setObjectName("thumbnailRow")
+        box = QHBoxLayout(row)
+        box.setContentsMargins(0, 0, 0, 0)
+        box.setSpacing(8)
+        for attachment in message.attachments:
+            box.addWidget(Thumbnail(attachment.path, _THUMBNAIL, attachment.name))
+        box.addStretch(1)
+        return row
+
+    def _build_error_box(self) -> tuple[QFrame, QLabel, QPushButton]:
+        box = QFrame()
+        box.setObjectName("errorBox")
+        row = QHBoxLayout(box)
+        row.setContentsMargins(10, 8, 10, 8)
+        label = QLabel()
+        label.setObjectName("errorText")
+        label.setWordWrap(True)
+        label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        row.addWidget(label, 1)
+        retry = QPushButton("Retry")
+        retry.setObjectName("retryButton")
+        retry.setCursor(Qt.CursorShape.PointingHandCursor)
+        retry.clicked.connect(lambda: self.retry_clicked.emit(self.message.id))
+        row.addWidget(retry, 0, Qt.AlignmentFlag.AlignTop)
+        return box, label, retry
+
+    def _build_footer(self) -> tuple[QWidget, QLabel, QPushButton]:
+        footer = QWidget()
+        row = QHBoxLayout(footer)
+        row.setContentsMargins(0, 0, 0, 0)
+        provenance = QLabel()
+        provenance.setObjectName("provenance")
+        row.addWidget(provenance, 1)
+        copy = QPushButton("Copy")
+        copy.setObjectName("linkButton")
+        copy.setCursor(Qt.CursorShape.PointingHandCursor)
+        copy.setToolTip("Copy the answer as Markdown")
+        copy.clicked.connect(self._on_copy_clicked)
+        row.addWidget(copy)
+        return footer, provenance, copy
+
+    # -- updating -------------------------------------------------------------------------
+
+    def update_message(self, message: Message) -> None:
+        self.message = message
+        if self.is_user:
+            text = html.escape(message.text).replace("\n", "<br/>")
+            self.body.setHtml(f"<p>{text}</p>" if text else "")
+        else:
+            self.body.setHtml(markdown.to_html(message.text))
+        self.body.setVisible(bool(message.text))
+        pending = message.status == MessageStatus.PENDING
+        self.activity.setText(self._activity or "Thinking…")
+        self.activity.setVisible(pending and not message.text)
+        self._update_error(message)
+        self._update_footer(message)
+        self.fit(self._available_width)
+
+    def set_activity(self, text: str) -> None:
+        self._activity = text
+        self.activity.setText(text)
+
+    def _update_error(self, message: Message) -> None:
+        retryable = message.status in MessageStatus.RETRYABLE
+        self.error_box.setVisible(retryable)
+        if message.status == MessageStatus.INTERRUPTED:
+            sentence = "The engine stopped while writing this answer."
+            detail = message.error_message
+            self.error_label.setText(
+                f"<b>{sentence}</b><br/>{html.escape(detail)}" if detail else sentence
+            )
+        elif retryable:
+            self.error_label.setText(html.escape(message.error_message))
+        set_style_property(self.error_box, "kind", message.status)
+        self.error_box.setToolTip(message.error_code or "")
+
+    def _update_footer(self, message: Message) -> None:
+        if self.is_user:
+            self.footer.setVisible(False)
+            return
+        parts = provenance_parts(message)
+        self.provenance.setText(" · ".join(parts))
+        self.copy_button.setVisible(bool(message.text) and message.status != MessageStatus.PENDING)
+        self.footer.setVisible(bool(parts) or self.copy_button.isVisible())
+
+    def fit(self, available_width: int) -> None:
+        """Size to the message list's width: answers use it all, user bubbles up to 75%."""
+        self._available_width = available_width
+        margins = self.contentsMargins() + self._layout.contentsMargins()
+        inner = max(120, available_width - margins.left() - margins.right())
+        if self.is_user:
+            inner = max(120, int(available_width * 0.75) - margins.left() - margins.right())
+            width = self.body.fit(inner, shrink=True) if self.message.text else 0
+            if self.thumbnails is not None:
+                width = max(width, min(inner, self.thumbnails.sizeHint().width()))
+            self.setFixedWidth(width + margins.left() + margins.right())
+        else:
+            self.body.fit(inner, shrink=False)
+
+    # -- slots ----------------------------------------------------------------------------
+
+    @Slot(QUrl)
+    def _on_body_anchor_clicked(self, url: QUrl) -> None:
+        if url.scheme() == markdown.COPY_SCHEME:
+            blocks = markdown.code_blocks(self.message.text)
+            index = int(url.path() or 0)
+            if 0 <= index < len(blocks):
+                QGuiApplication.clipboard().setText(blocks[index].code)
+        elif url.scheme() in ("http", "https"):
+            QDesktopServices.openUrl(url)
+
+    @Slot()
+    def _on_copy_clicked(self) -> None:
+        QGuiApplication.clipboard().setText(self.message.text)
+        self.copy_button.setText("Copied")
+        QTimer.singleShot(1500, self.copy_button, lambda: self.copy_button.setText("Copy"))
+
+
+def provenance_parts(message: Message) -> list[str]:
+    """'backend · model · quant · device · 12.3 tok/s', plus how the answer ended."""
+    info = message.provenance
+    parts = [str(info[k]) for k in ("backend", "model", "quant", "device") if info.get(k)]
+    if info.get("tokens_per_s"):
+        parts.append(f"{float(info['tokens_per_s']):.1f} tok/s")
+    if info.get("finish_reason") == "length":
+        parts.append("stopped at the length limit")
+    if message.status == MessageStatus.CANCELLED:
+        parts.append("stopped")
+    return parts

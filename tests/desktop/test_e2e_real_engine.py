@@ -1,0 +1,96 @@
+"""The window with the real engine process and a tiny model: chat, kill -9, restart, Retry."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+
+from desktop import paths
+from desktop.engine_client import EngineClient
+from desktop.main_window import MainWindow
+from desktop.state import ModelCatalog, ModelChoice
+from desktop.storage import MessageStatus, Storage
+from tests.desktop.helpers import make_image
+
+
+def test_kill_9_mid_answer_restarts_the_real_engine_and_loses_nothing(
+    qtbot, settings, tiny_model, tmp_path: Path
+) -> None:
+    model = str(tiny_model("llava"))
+    storage = Storage(paths.database_path())
+    client = EngineClient(restart_delay_ms=100, log_path=tmp_path / "engine.log")
+    window = MainWindow(storage, client, ModelCatalog(settings), settings=settings)
+    qtbot.addWidget(window)
+    window.resize(1100, 760)
+    window.set_model_choice(ModelChoice(model, "nf4", "cpu"))
+    window.show()
+    client.start()
+    try:
+        qtbot.waitUntil(client.is_ready, timeout=120_000)
+        image = make_image(tmp_path / "chart.png", "#2563eb", (160, 100))
+
+        # Turn 1 completes: it is the "earlier history" that must survive.
+        assert window.session.attach_files([image]) == []
+        window.send_message("What is in this picture?")
+        qtbot.waitUntil(lambda: not window.session.busy, timeout=120_000)
+        first_answer = window.chat_view.messages.cards()[1].message
+        assert first_answer.status == MessageStatus.COMPLETE and first_answer.text
+
+        # Turn 2 is killed with SIGKILL as soon as its first token streams in.
+        first_pid = client.engine_pid()
+        killed: list[int] = []
+
+        def kill_on_first_delta(job_id: str, text: str) -> None:
+            if not killed:
+                killed.append(client.engine_pid() or 0)
+                os.kill(killed[0], signal.SIGKILL)
+
+        client.delta_received.connect(kill_on_first_delta)
+        with qtbot.waitSignal(client.engine_died, timeout=120_000):
+            window.send_message("Describe it in detail, please.")
+        client.delta_received.disconnect(kill_on_first_delta)
+        assert killed == [first_pid]
+
+        banner = window.chat_view.engine_banner
+        assert banner.isVisible() and "restarting" in banner.label.text().lower()
+        qtbot.waitUntil(client.is_ready, timeout=120_000)
+        assert client.engine_pid() not in (None, first_pid)
+
+        cards = window.chat_view.messages.cards()
+        assert [c.message.role for c in cards] == ["user", "assistant", "user", "assistant"]
+        assert cards[0].thumbnails is not None
+        assert cards[1].message.text == first_answer.text
+        assert cards[2].body.toPlainText() == "Describe it in detail, please."
+        interrupted = cards[3]
+        assert interrupted.message.status == MessageStatus.INTERRUPTED
+        assert interrupted.retry_button.isVisible()
+
+        saved = Storage(paths.database_path())  # what a restarted app would read
+        conversation = saved.conversations()[0]
+        stored = saved.messages(conversation.id)
+        saved.close()
+        assert [(m.role, m.status) for m in stored] == [
+            ("user", MessageStatus.COMPLETE),
+            ("assistant", MessageStatus.COMPLETE),
+            ("user", MessageStatus.COMPLETE),
+            ("assistant", MessageStatus.INTERRUPTED),
+        ]
+        assert stored[0].attachments[0].path.is_file()
+        assert stored[2].text == "Describe it in detail, please."
+
+        # Retry: the new engine loads the model again and answers the same conversation.
+        qtbot.mouseClick(interrupted.retry_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(
+            lambda: interrupted.message.status == MessageStatus.COMPLETE, timeout=120_000
+        )
+        assert interrupted.message.text
+        assert "nf4" in interrupted.provenance.text()
+        shots = Path(os.environ.get("VISIONDESK_SCREENSHOT_DIR", tmp_path))
+        shots.mkdir(parents=True, exist_ok=True)
+        assert window.grab().save(str(shots / "e2e-after-restart.png"))
+    finally:
+        client.stop()
+        storage.close()
