@@ -104,7 +104,7 @@ def main(argv: list[str]) -> int:
         "--reply",
         ANSWER,
         "--backend",
-        "local_hf",
+        "local",
         "--gpu-name",
         "NVIDIA GeForce RTX 4090",
         "--delay",

@@ -17,7 +17,7 @@ def test_messages_and_attachments_persist_across_reopen(tmp_path: Path) -> None:
     question = storage.add_message(conversation.id, "user", "What is this?", [attachment])
     answer = storage.add_message(conversation.id, "assistant", "", status=MessageStatus.PENDING)
     answer.text, answer.status = "A **beach**.", MessageStatus.COMPLETE
-    answer.provenance = {"backend": "local_hf", "model": "tiny"}
+    answer.provenance = {"backend": "local", "model": "tiny"}
     storage.save_message(answer)
     storage.close()
     photo.unlink()  # the original may go away; the copy in the data folder stays
@@ -30,7 +30,7 @@ def test_messages_and_attachments_persist_across_reopen(tmp_path: Path) -> None:
         (question.id, "user", "What is this?", MessageStatus.COMPLETE),
         (answer.id, "assistant", "A **beach**.", MessageStatus.COMPLETE),
     ]
-    assert messages[1].provenance == {"backend": "local_hf", "model": "tiny"}
+    assert messages[1].provenance == {"backend": "local", "model": "tiny"}
     [stored] = messages[0].attachments
     assert stored.name == "photo.png"
     assert stored.path.read_bytes() == b"\x89PNG fake image bytes"
