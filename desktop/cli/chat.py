@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from desktop.cli import exit_codes
+from desktop.cli import backends, exit_codes
 from desktop.cli.engine_process import EngineGone, EngineProcess, new_job_id
 from desktop.paths import data_dir
 from engine import protocol as p
@@ -16,11 +16,12 @@ from engine import protocol as p
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("chat", help="ask a model about one or more images")
     parser.add_argument("prompt", help="the question or instruction")
-    parser.add_argument("--model", required=True, help="model folder or Hugging Face repo id")
+    parser.add_argument("--model", default=None, help="local model folder or Hugging Face repo id")
     parser.add_argument("--image", action="append", default=[], metavar="IMG", help="repeatable")
     parser.add_argument("--system", default=None, help="an optional system message")
     parser.add_argument("--quant", choices=["auto", "nf4", "int8", "none"], default="auto")
     parser.add_argument("--device", choices=["auto", "cuda", "cpu", "mps"], default="auto")
+    backends.add_backend_arguments(parser)
     parser.add_argument("--max-new-tokens", type=int, default=512)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     parser.add_argument("--top-p", type=float, default=1.0)
@@ -39,8 +40,16 @@ def run(args: argparse.Namespace) -> int:
         if not Path(image).is_file():
             print(f"visiondesk: error: image not found: {image}", file=sys.stderr)
             return exit_codes.BAD_INPUT
+    try:
+        routing = backends.backend_fields(args)
+    except backends.BackendChoiceError as exc:
+        print(f"visiondesk: error: {exc}", file=sys.stderr)
+        return exit_codes.USAGE
     model = args.model
-    if Path(model).expanduser().exists():
+    if model is None and backends.requires_local_model(routing):
+        print("visiondesk: error: --model is required (or name a --backend)", file=sys.stderr)
+        return exit_codes.USAGE
+    if model and Path(model).expanduser().exists():
         model = str(Path(model).expanduser().resolve())
     messages = []
     if args.system:
@@ -58,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
             max_new_tokens=args.max_new_tokens,
             seed=args.seed,
         ),
+        **routing,
     )
     try:
         with EngineProcess(data_dir() / "logs" / "engine.log", verbose=args.verbose) as engine:
@@ -80,6 +90,8 @@ def _stream(engine: EngineProcess, command: p.Chat, as_json: bool) -> int:
                 out.write(event.text)
                 out.flush()
                 wrote_text = True
+            elif isinstance(event, p.Progress) and event.stage == "routing":
+                print(f"visiondesk: {event.message}", file=sys.stderr)  # who answers, and why
             if isinstance(event, p.Finished):
                 finished = event
     except KeyboardInterrupt:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from engine.protocol import MODEL_ERROR_CODES, ErrorCode
+from engine.protocol.cloud import CLOUD_ERROR_CODES
 
 OK = 0
 FAILED = 1
 USAGE = 2
 BAD_INPUT = 3
 MODEL_PROBLEM = 4
+CLOUD_FAILURE = 5  # a cloud or remote backend failed, or the policy kept the request local
 INTERRUPTED = 130
 
 
@@ -17,4 +19,6 @@ def for_error(code: str | None) -> int:
         return BAD_INPUT
     if code in MODEL_ERROR_CODES or code == ErrorCode.NO_MODEL_LOADED:
         return MODEL_PROBLEM
+    if code in CLOUD_ERROR_CODES:
+        return CLOUD_FAILURE
     return FAILED

@@ -124,6 +124,13 @@ class Chat(Command, tag="chat"):
     quant: Quantization = "auto"
     device: DeviceChoice = "auto"
     return_token_ids: bool = False
+    # Routing (see engine.protocol.cloud): None follows the policy; a provider alone means
+    # "this request goes there". Keys never travel here: the engine reads the OS keyring.
+    backend: str | None = None  # local | anthropic | openai | gemini | remote
+    backend_model: str | None = None  # the provider's model id; None = its default
+    base_url: str | None = None  # the remote server's URL, or a provider endpoint override
+    policy: str | None = None  # local_only (default) | local_then_ask | local_then_cloud | …
+    never_send: bool = False  # the conversation or document must never leave this machine
 
 
 class Cancel(Command, tag="cancel"):

@@ -1,0 +1,173 @@
+"""Cloud and remote settings, declared once with defaults and descriptions and kept in QSettings;
+API keys kept in the OS keyring (never in QSettings, never shown again once saved)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from PySide6.QtCore import QSettings
+
+from engine.protocol import cloud as c
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Setting(Generic[T]):
+    key: str
+    default: T
+    description: str
+
+
+POLICY = Setting(
+    "cloud/policy",
+    c.DEFAULT_POLICY,
+    "Where requests may be answered: locally only (the default), locally with a cloud fallback "
+    "(asked or automatic), always in the cloud, or on your own server.",
+)
+CLOUD_PROVIDER = Setting(
+    "cloud/provider", c.ANTHROPIC, "The cloud provider that answers when the policy allows one."
+)
+PROVIDER_MODELS = {
+    provider: Setting(
+        f"cloud/{provider}/model",
+        c.DEFAULT_MODELS[provider],
+        f"The {c.PROVIDER_LABELS[provider]} model to use.",
+    )
+    for provider in c.CLOUD_PROVIDERS
+}
+REMOTE_URL = Setting(
+    "remote/url", "", "Your OpenAI-compatible server (vLLM, TGI, Ollama, LM Studio), e.g. "
+    "http://gpu-box:8000/v1.",
+)  # fmt: skip
+REMOTE_MODEL = Setting(
+    "remote/model", "", "The model on your server; empty: the first one the server lists."
+)
+
+COMPANIES = {c.ANTHROPIC: "Anthropic", c.OPENAI: "OpenAI", c.GEMINI: "Google"}
+
+
+class CloudSettings:
+    """Typed access to the declared settings, persisted in a ``QSettings``."""
+
+    def __init__(self, settings: QSettings) -> None:
+        self.qsettings = settings
+
+    def get(self, setting: Setting[str]) -> str:
+        value = self.qsettings.value(setting.key, setting.default)
+        return str(value) if value is not None else setting.default
+
+    def set(self, setting: Setting[str], value: str) -> None:
+        self.qsettings.setValue(setting.key, value)
+        self.qsettings.sync()
+
+    @property
+    def policy(self) -> str:
+        policy = self.get(POLICY)
+        return policy if policy in c.POLICIES else c.DEFAULT_POLICY
+
+    @property
+    def provider(self) -> str:
+        provider = self.get(CLOUD_PROVIDER)
+        return provider if provider in c.CLOUD_PROVIDERS else CLOUD_PROVIDER.default
+
+    def model_for(self, provider: str) -> str:
+        return self.get(PROVIDER_MODELS[provider]) if provider in PROVIDER_MODELS else ""
+
+    def routing_fields(self, policy: str | None = None, never_send: bool = False) -> dict[str, Any]:
+        """The routing fields of a ``Chat`` (or any job command that takes them)."""
+        policy = policy or self.policy
+        if policy == c.LOCAL_ONLY:
+            return {"backend": None, "backend_model": None, "base_url": None,
+                    "policy": policy, "never_send": never_send}  # fmt: skip
+        if policy == c.REMOTE_SERVER:
+            return {"backend": c.REMOTE, "backend_model": self.get(REMOTE_MODEL) or None,
+                    "base_url": self.get(REMOTE_URL) or None, "policy": policy,
+                    "never_send": never_send}  # fmt: skip
+        provider = self.provider
+        return {"backend": provider, "backend_model": self.model_for(provider) or None,
+                "base_url": None, "policy": policy, "never_send": never_send}  # fmt: skip
+
+
+def effective_policy(
+    global_policy: str, conversation: str | None = None, document: str | None = None
+) -> str:
+    """A document's own policy wins over its conversation's, which wins over the global one."""
+    return document or conversation or global_policy
+
+
+def describe_sending(policy: str, provider: str, model: str, remote_url: str) -> str:
+    """One plain sentence (or three) saying what will be sent where under these settings."""
+    where = (
+        f"{c.PROVIDER_LABELS[provider]} ({model or 'its default model'}) at {COMPANIES[provider]}"
+    )
+    what = "the request — its text and attached images or document pages —"
+    never = " Anything marked “never send” stays on this computer whatever the policy."
+    if policy == c.LOCAL_ONLY:
+        return "Nothing leaves this computer: every request is answered by the local model."
+    if policy == c.LOCAL_THEN_ASK:
+        return (f"Requests are answered by the local model. If it cannot answer, VisionDesk asks "
+                f"you before sending {what} to {where}." + never)  # fmt: skip
+    if policy == c.LOCAL_THEN_CLOUD:
+        return (f"Requests are answered by the local model. If it cannot answer (no usable GPU, "
+                f"model not installed, out of memory, an error), {what} is sent to {where} "
+                "without asking." + never)  # fmt: skip
+    if policy == c.CLOUD_ONLY:
+        return (
+            f"Every request — its text and attached images or document pages — is sent to {where}."
+            + never
+        )
+    if not remote_url:
+        return "Nothing is sent until you enter your server's URL below." + never
+    return (f"Every request — its text and attached images or document pages — is sent to your "
+            f"server at {remote_url}." + never)  # fmt: skip
+
+
+class KeyStoreError(RuntimeError):
+    """The system keyring refused; the message says what to do instead."""
+
+
+class KeyStore:
+    """API keys in the OS keyring: service ``VisionDesk``, username = provider name.
+
+    The window writes and deletes keys; it never reads one back to show it (``has_key`` only
+    learns whether one exists). The engine reads them itself, when a job needs one.
+    """
+
+    def __init__(self, backend: Any = None) -> None:
+        self._backend = backend  # a keyring backend; None: the system's default keyring
+
+    def _ring(self) -> Any:
+        if self._backend is not None:
+            return self._backend
+        import keyring
+
+        return keyring.get_keyring()
+
+    def save(self, provider: str, key: str) -> None:
+        key = key.strip()
+        if not key:
+            raise KeyStoreError("The key is empty.")
+        try:
+            self._ring().set_password(c.KEYRING_SERVICE, provider, key)
+        except Exception as exc:  # keyring backends raise many kinds of errors
+            raise KeyStoreError(_keyring_advice(provider, exc)) from exc
+
+    def forget(self, provider: str) -> None:
+        try:
+            self._ring().delete_password(c.KEYRING_SERVICE, provider)
+        except Exception:  # nothing stored is fine: the result is the same
+            pass
+
+    def has_key(self, provider: str) -> bool:
+        try:
+            return bool(self._ring().get_password(c.KEYRING_SERVICE, provider))
+        except Exception:
+            return False
+
+
+def _keyring_advice(provider: str, exc: Exception) -> str:
+    names = " or ".join(c.KEY_ENVIRONMENT.get(provider, ()))
+    fallback = f" Set {names} in the environment instead." if names else ""
+    return f"The system keyring could not store the key ({type(exc).__name__}).{fallback}"

@@ -1,0 +1,278 @@
+"""Settings for cloud and remote backends: providers, keys, models, the policy, your own server,
+and one line that says plainly what will be sent where.
+
+The view talks to no engine itself: "Test connection" and "Refresh models" are signals (the
+window sends ``TestConnection`` / ``ListProviderModels`` and hands the ``finished`` event back to
+``show_finished``). Keys go straight into the OS keyring and are never shown again.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Signal, Slot
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.settings_store import (
+    CLOUD_PROVIDER,
+    COMPANIES,
+    POLICY,
+    PROVIDER_MODELS,
+    REMOTE_MODEL,
+    REMOTE_URL,
+    CloudSettings,
+    KeyStore,
+    KeyStoreError,
+    describe_sending,
+)
+from engine import protocol as p
+from engine.protocol import cloud as c
+
+
+class ProviderBox(QGroupBox):
+    """One provider: its key (masked), its model, and a connection test."""
+
+    def __init__(self, provider: str, title: str, key_label: str) -> None:
+        super().__init__(title)
+        self.provider = provider
+        self.setObjectName(f"{provider}Box")
+        form = QFormLayout(self)
+        self.url_edit: QLineEdit | None = None
+        if provider == c.REMOTE:
+            self.url_edit = QLineEdit()
+            self.url_edit.setObjectName("remoteUrlEdit")
+            self.url_edit.setPlaceholderText("http://gpu-box:8000/v1")
+            self.url_edit.setToolTip(REMOTE_URL.description)
+            form.addRow("Server URL", self.url_edit)
+        self.key_edit = QLineEdit()
+        self.key_edit.setObjectName(f"{provider}KeyEdit")
+        self.key_edit.setEchoMode(QLineEdit.EchoMode.Password)
+        self.save_key_button = QPushButton("Save")
+        self.forget_key_button = QPushButton("Remove")
+        key_row = QHBoxLayout()
+        key_row.addWidget(self.key_edit, 1)
+        key_row.addWidget(self.save_key_button)
+        key_row.addWidget(self.forget_key_button)
+        form.addRow(key_label, key_row)
+        self.key_status = QLabel()
+        self.key_status.setObjectName(f"{provider}KeyStatus")
+        self.key_status.setWordWrap(True)
+        form.addRow("", self.key_status)
+        self.model_combo = QComboBox()
+        self.model_combo.setObjectName(f"{provider}ModelCombo")
+        self.model_combo.setEditable(True)  # any model id the provider knows
+        self.refresh_button = QPushButton("Refresh list")
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model_combo, 1)
+        model_row.addWidget(self.refresh_button)
+        form.addRow("Model", model_row)
+        self.test_button = QPushButton("Test connection")
+        self.test_button.setObjectName(f"{provider}TestButton")
+        self.test_result = QLabel()
+        self.test_result.setObjectName(f"{provider}TestResult")
+        self.test_result.setWordWrap(True)
+        test_row = QHBoxLayout()
+        test_row.addWidget(self.test_button)
+        test_row.addWidget(self.test_result, 1)
+        form.addRow("", test_row)
+
+    @property
+    def base_url(self) -> str:
+        return self.url_edit.text().strip() if self.url_edit is not None else ""
+
+    def model(self) -> str:
+        return self.model_combo.currentText().strip()
+
+    def set_model(self, model: str) -> None:
+        if model and self.model_combo.findText(model) < 0:
+            self.model_combo.addItem(model)
+        self.model_combo.setCurrentText(model)
+
+
+class SettingsView(QWidget):
+    """``SettingsView(CloudSettings(qsettings), KeyStore())``: self-contained, persisted at once."""
+
+    connection_test_requested = Signal(str, str)  # provider, base URL ("" for the default)
+    models_requested = Signal(str, str)  # provider, base URL
+    settings_changed = Signal()
+
+    def __init__(
+        self, settings: CloudSettings, keys: KeyStore, parent: QWidget | None = None
+    ) -> None:
+        super().__init__(parent)
+        self.setObjectName("settingsView")
+        self.settings = settings
+        self.keys = keys
+        layout = QVBoxLayout(self)
+        self.sending_label = QLabel()
+        self.sending_label.setObjectName("sendingSummary")
+        self.sending_label.setWordWrap(True)
+        summary = QGroupBox("What is sent where")
+        QVBoxLayout(summary).addWidget(self.sending_label)
+        layout.addWidget(summary)
+        layout.addWidget(self._routing_box())
+        self.boxes: dict[str, ProviderBox] = {}
+        for provider in c.CLOUD_PROVIDERS:
+            title = f"{c.PROVIDER_LABELS[provider]} ({COMPANIES[provider]})"
+            self._add_box(ProviderBox(provider, title, "API key"), layout)
+        self._add_box(ProviderBox(c.REMOTE, "Your own server (OpenAI-compatible)", "Token"), layout)
+        layout.addStretch(1)
+        self._load()
+
+    # --- building --------------------------------------------------------------------------------
+    def _routing_box(self) -> QGroupBox:
+        box = QGroupBox("Routing")
+        form = QFormLayout(box)
+        self.policy_combo = QComboBox()
+        self.policy_combo.setObjectName("policyCombo")
+        self.policy_combo.setToolTip(POLICY.description)
+        for policy in c.POLICIES:
+            self.policy_combo.addItem(c.POLICY_LABELS[policy], policy)
+        form.addRow("Policy", self.policy_combo)
+        self.provider_combo = QComboBox()
+        self.provider_combo.setObjectName("providerCombo")
+        self.provider_combo.setToolTip(CLOUD_PROVIDER.description)
+        for provider in c.CLOUD_PROVIDERS:
+            self.provider_combo.addItem(c.PROVIDER_LABELS[provider], provider)
+        form.addRow("Cloud provider", self.provider_combo)
+        self.policy_combo.currentIndexChanged.connect(self._on_policy_combo_changed)
+        self.provider_combo.currentIndexChanged.connect(self._on_provider_combo_changed)
+        return box
+
+    def _add_box(self, box: ProviderBox, layout: QVBoxLayout) -> None:
+        self.boxes[box.provider] = box
+        layout.addWidget(box)
+        provider = box.provider
+        box.save_key_button.clicked.connect(lambda: self._save_key(provider))
+        box.key_edit.returnPressed.connect(lambda: self._save_key(provider))
+        box.forget_key_button.clicked.connect(lambda: self._forget_key(provider))
+        box.test_button.clicked.connect(lambda: self._test(provider))
+        box.refresh_button.clicked.connect(
+            lambda: self.models_requested.emit(provider, box.base_url)
+        )
+        box.model_combo.currentTextChanged.connect(lambda _: self._on_model_changed(provider))
+        if box.url_edit is not None:
+            box.url_edit.editingFinished.connect(self._on_url_edited)
+
+    def _load(self) -> None:
+        self.policy_combo.setCurrentIndex(self.policy_combo.findData(self.settings.policy))
+        self.provider_combo.setCurrentIndex(self.provider_combo.findData(self.settings.provider))
+        for provider, box in self.boxes.items():
+            if provider == c.REMOTE:
+                assert box.url_edit is not None
+                box.url_edit.setText(self.settings.get(REMOTE_URL))
+                box.set_model(self.settings.get(REMOTE_MODEL))
+            else:
+                box.set_model(self.settings.model_for(provider))
+            self._show_key_status(provider)
+        self._update_summary()
+
+    # --- keys ------------------------------------------------------------------------------------
+    def _save_key(self, provider: str) -> bool:
+        box = self.boxes[provider]
+        typed = box.key_edit.text()
+        if not typed.strip():
+            return False
+        try:
+            self.keys.save(provider, typed)
+        except KeyStoreError as error:
+            box.key_status.setText(str(error))
+            return False
+        finally:
+            box.key_edit.clear()  # the key leaves the window as soon as it is stored
+        self._show_key_status(provider)
+        return True
+
+    def _forget_key(self, provider: str) -> None:
+        self.keys.forget(provider)
+        self._show_key_status(provider)
+
+    def _show_key_status(self, provider: str) -> None:
+        box = self.boxes[provider]
+        saved = self.keys.has_key(provider)
+        what = "token" if provider == c.REMOTE else "key"
+        box.key_status.setText(
+            f"A {what} is saved in the system keyring." if saved else f"No {what} saved."
+        )
+        box.key_edit.setPlaceholderText(
+            "saved — type to replace" if saved else f"paste the {what} here"
+        )
+        box.forget_key_button.setEnabled(saved)
+
+    # --- connection test and models ---------------------------------------------------------------
+    def _test(self, provider: str) -> None:
+        self._save_key(provider)  # a key typed but not yet saved is what the user means to test
+        box = self.boxes[provider]
+        box.test_result.setText("Testing…")
+        self.connection_test_requested.emit(provider, box.base_url)
+
+    @Slot(str, bool, str)
+    def show_connection_result(self, provider: str, ok: bool, message: str) -> None:
+        self.boxes[provider].test_result.setText(("✓ " if ok else "✗ ") + message)
+
+    def show_finished(self, provider: str, finished: p.Finished) -> None:
+        """Show the end of a ``TestConnection`` or ``ListProviderModels`` job."""
+        result = finished.result or {}
+        if finished.reason != "done":
+            self.show_connection_result(provider, False, finished.message or "Cancelled.")
+        elif isinstance(result.get("models"), list):
+            self.set_provider_models(provider, [str(m["id"]) for m in result["models"]])
+        else:
+            count = result.get("models", 0)
+            self.show_connection_result(provider, True, f"Connected: {count} models available.")
+
+    @Slot(str, list)
+    def set_provider_models(self, provider: str, models: list[str]) -> None:
+        box = self.boxes[provider]
+        current = box.model()
+        box.model_combo.blockSignals(True)
+        box.model_combo.clear()
+        box.model_combo.addItems(models)
+        box.model_combo.blockSignals(False)
+        box.set_model(current or (models[0] if models else ""))
+
+    # --- persistence -----------------------------------------------------------------------------
+    @Slot(int)
+    def _on_policy_combo_changed(self, index: int) -> None:
+        self.settings.set(POLICY, str(self.policy_combo.itemData(index)))
+        self._changed()
+
+    @Slot(int)
+    def _on_provider_combo_changed(self, index: int) -> None:
+        self.settings.set(CLOUD_PROVIDER, str(self.provider_combo.itemData(index)))
+        self._changed()
+
+    def _on_model_changed(self, provider: str) -> None:
+        model = self.boxes[provider].model()
+        self.settings.set(PROVIDER_MODELS.get(provider, REMOTE_MODEL), model)
+        self._changed()
+
+    @Slot()
+    def _on_url_edited(self) -> None:
+        self.settings.set(REMOTE_URL, self.boxes[c.REMOTE].base_url)
+        self._changed()
+
+    def _changed(self) -> None:
+        self._update_summary()
+        self.settings_changed.emit()
+
+    def _update_summary(self) -> None:
+        provider = self.settings.provider
+        self.sending_label.setText(
+            describe_sending(
+                self.settings.policy,
+                provider,
+                self.settings.model_for(provider),
+                self.settings.get(REMOTE_URL),
+            )
+        )
+        remote = self.settings.policy == c.REMOTE_SERVER
+        self.provider_combo.setEnabled(self.settings.policy != c.LOCAL_ONLY and not remote)

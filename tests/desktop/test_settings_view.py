@@ -1,0 +1,173 @@
+"""The Settings view for cloud and remote backends: masked keys that go only to the keyring, a
+connection test, models, the policy, the remote server, and the line that says what goes where."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtWidgets import QLineEdit
+
+from desktop.settings_store import CloudSettings, KeyStore, effective_policy
+from desktop.views.settings import SettingsView
+from engine import protocol as p
+from engine.protocol import cloud as c
+from tests.engine.wire.keyring_file import JsonFileKeyring
+
+SECRET = "sk-test-typed-into-settings-5a7c9e"
+
+
+@pytest.fixture
+def keyring_file(tmp_path: Path) -> Path:
+    return tmp_path / "keyring.json"
+
+
+@pytest.fixture
+def keys(keyring_file: Path) -> KeyStore:
+    return KeyStore(JsonFileKeyring(keyring_file))  # never the user's real keyring
+
+
+@pytest.fixture
+def qsettings(tmp_path: Path) -> QSettings:
+    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+
+
+@pytest.fixture
+def view(qtbot, qsettings, keys) -> SettingsView:
+    widget = SettingsView(CloudSettings(qsettings), keys)
+    qtbot.addWidget(widget)
+    widget.show()
+    return widget
+
+
+def choose(combo, data: str) -> None:
+    combo.setCurrentIndex(combo.findData(data))
+
+
+def test_keys_are_masked_and_stored_only_in_the_keyring(
+    qtbot, view, keys, keyring_file, tmp_path
+) -> None:
+    box = view.boxes["openai"]
+    assert box.key_edit.echoMode() == QLineEdit.EchoMode.Password
+    assert box.key_status.text() == "No key saved." and not box.forget_key_button.isEnabled()
+    qtbot.keyClicks(box.key_edit, SECRET)
+    qtbot.mouseClick(box.save_key_button, Qt.MouseButton.LeftButton)
+    assert keys.has_key("openai") and SECRET in keyring_file.read_text()
+    assert box.key_edit.text() == ""  # gone from the window once stored
+    assert "saved in the system keyring" in box.key_status.text()
+    view.settings.qsettings.sync()
+    assert SECRET not in (tmp_path / "settings.ini").read_text()
+    qtbot.mouseClick(box.forget_key_button, Qt.MouseButton.LeftButton)
+    assert not keys.has_key("openai") and box.key_status.text() == "No key saved."
+
+
+def test_test_connection_saves_a_typed_key_then_asks_and_shows_the_answer(
+    qtbot, view, keys
+) -> None:
+    box = view.boxes["anthropic"]
+    qtbot.keyClicks(box.key_edit, SECRET)
+    with qtbot.waitSignal(view.connection_test_requested) as asked:
+        qtbot.mouseClick(box.test_button, Qt.MouseButton.LeftButton)
+    assert asked.args == ["anthropic", ""]
+    assert keys.has_key("anthropic") and box.test_result.text() == "Testing…"
+    view.show_finished("anthropic", p.Finished(job_id="t", reason="done",
+                                               result={"provider": "anthropic", "ok": True, "models": 4}))  # fmt: skip
+    assert box.test_result.text() == "✓ Connected: 4 models available."
+    rejected = p.Finished(job_id="t", reason="error", error_code=c.INVALID_KEY,
+                          message="Claude rejected the API key (HTTP 401).")  # fmt: skip
+    view.show_finished("anthropic", rejected)
+    assert box.test_result.text() == "✗ Claude rejected the API key (HTTP 401)."
+
+
+def test_the_policy_provider_and_models_persist_and_come_back(qtbot, qsettings, keys, view) -> None:
+    choose(view.policy_combo, c.LOCAL_THEN_CLOUD)
+    choose(view.provider_combo, c.GEMINI)
+    view.set_provider_models("gemini", ["gemini-3.8-flash", "gemini-2.5-pro"])
+    view.boxes["gemini"].model_combo.setCurrentText("gemini-2.5-pro")
+    again = SettingsView(CloudSettings(qsettings), keys)
+    qtbot.addWidget(again)
+    assert again.policy_combo.currentData() == c.LOCAL_THEN_CLOUD
+    assert again.provider_combo.currentData() == c.GEMINI
+    assert again.boxes["gemini"].model() == "gemini-2.5-pro"
+    fields = again.settings.routing_fields()
+    assert fields == {"backend": "gemini", "backend_model": "gemini-2.5-pro", "base_url": None,
+                      "policy": c.LOCAL_THEN_CLOUD, "never_send": False}  # fmt: skip
+    p.Chat(job_id="j", messages=[], **fields)  # the fields are exactly the protocol's
+
+
+def test_refresh_asks_for_the_providers_models_and_fills_the_list(qtbot, view) -> None:
+    box = view.boxes["openai"]
+    with qtbot.waitSignal(view.models_requested) as asked:
+        qtbot.mouseClick(box.refresh_button, Qt.MouseButton.LeftButton)
+    assert asked.args == ["openai", ""]
+    listed = p.Finished(job_id="m", reason="done", result={"provider": "openai", "default": "gpt-5.5",
+                        "models": [{"id": "gpt-5.5", "label": "gpt-5.5"}, {"id": "gpt-4o", "label": "gpt-4o"}]})  # fmt: skip
+    view.show_finished("openai", listed)
+    assert [box.model_combo.itemText(i) for i in range(box.model_combo.count())] == [
+        "gpt-5.5",
+        "gpt-4o",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("policy", "phrases"),
+    [
+        (c.LOCAL_ONLY, ["Nothing leaves this computer"]),
+        (c.LOCAL_THEN_ASK, ["asks you before sending", "Claude (claude-sonnet-5-5) at Anthropic", "never send"]),
+        (c.LOCAL_THEN_CLOUD, ["without asking", "out of memory", "Claude"]),
+        (c.CLOUD_ONLY, ["Every request", "is sent to Claude (claude-sonnet-5-5) at Anthropic"]),
+        (c.REMOTE_SERVER, ["Nothing is sent until you enter your server's URL"]),
+    ],
+)  # fmt: skip
+def test_the_summary_says_what_will_be_sent_where(view, policy, phrases) -> None:
+    choose(view.policy_combo, policy)
+    for phrase in phrases:
+        assert phrase in view.sending_label.text()
+    assert view.provider_combo.isEnabled() == (policy not in (c.LOCAL_ONLY, c.REMOTE_SERVER))
+
+
+def test_the_remote_server_url_token_and_test(qtbot, view, keys, keyring_file) -> None:
+    choose(view.policy_combo, c.REMOTE_SERVER)
+    box = view.boxes["remote"]
+    assert box.url_edit is not None
+    qtbot.keyClicks(box.url_edit, "http://gpu-box:8000/v1")
+    qtbot.keyClick(box.url_edit, Qt.Key.Key_Return)  # editing finished: stored
+    assert "sent to your server at http://gpu-box:8000/v1" in view.sending_label.text()
+    qtbot.keyClicks(box.key_edit, "tok-remote-secret-99")
+    with qtbot.waitSignal(view.connection_test_requested) as asked:
+        qtbot.mouseClick(box.test_button, Qt.MouseButton.LeftButton)
+    assert asked.args == ["remote", "http://gpu-box:8000/v1"]
+    assert keys.has_key("remote") and "tok-remote-secret-99" in keyring_file.read_text()
+    fields = view.settings.routing_fields(never_send=True)
+    assert (fields["backend"], fields["base_url"], fields["never_send"]) == (
+        "remote",
+        "http://gpu-box:8000/v1",
+        True,
+    )
+
+
+def test_a_conversation_or_document_policy_overrides_the_global_one() -> None:
+    assert effective_policy(c.LOCAL_ONLY) == c.LOCAL_ONLY
+    assert effective_policy(c.LOCAL_ONLY, conversation=c.CLOUD_ONLY) == c.CLOUD_ONLY
+    assert (
+        effective_policy(c.CLOUD_ONLY, conversation=c.CLOUD_ONLY, document=c.LOCAL_ONLY)
+        == c.LOCAL_ONLY
+    )
+
+
+def test_a_keyring_that_refuses_is_explained_and_the_key_is_not_kept(qtbot, qsettings) -> None:
+    class BrokenKeyring(JsonFileKeyring):
+        def set_password(self, service: str, username: str, password: str) -> None:
+            raise RuntimeError("locked")
+
+    view = SettingsView(
+        CloudSettings(qsettings), KeyStore(BrokenKeyring(Path("/nonexistent/k.json")))
+    )
+    qtbot.addWidget(view)
+    box = view.boxes["gemini"]
+    qtbot.keyClicks(box.key_edit, SECRET)
+    qtbot.mouseClick(box.save_key_button, Qt.MouseButton.LeftButton)
+    assert "could not store the key" in box.key_status.text()
+    assert "GOOGLE_API_KEY or GEMINI_API_KEY" in box.key_status.text()
+    assert box.key_edit.text() == ""
