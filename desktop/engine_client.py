@@ -10,6 +10,7 @@ import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal, Slot
 
@@ -19,7 +20,11 @@ log = logging.getLogger("visiondesk.engine_client")
 engine_log = logging.getLogger("visiondesk.engine")
 
 _MAX_LINE_BYTES = 32 * 1024 * 1024  # a longer line without a newline is garbage, not a message
-_JOB_COMMANDS = (p.LoadModel, p.Chat, p.Unload)
+
+
+def _is_job(command: p.Command) -> bool:
+    """Every command with a job id starts a job (and so ends with one Finished), but Cancel."""
+    return hasattr(command, "job_id") and not isinstance(command, p.Cancel)
 
 
 class EnginePhase:
@@ -173,8 +178,8 @@ class EngineClient(QObject):
 
     def send(self, command: p.Command) -> None:
         """Send now if the engine is ready, else queue until it is."""
-        if isinstance(command, _JOB_COMMANDS):
-            self._open_jobs.add(command.job_id)
+        if _is_job(command):
+            self._open_jobs.add(command.job_id)  # type: ignore[attr-defined]
         if self.is_ready():
             self._write(command)
         else:
@@ -188,7 +193,9 @@ class EngineClient(QObject):
         quant: str = "auto",
         device: str = "auto",
         sampling: p.Sampling | None = None,
+        **routing: Any,
     ) -> str:
+        """``routing``: the Chat's backend fields (backend, backend_model, policy, never_send…)."""
         job_id = uuid.uuid4().hex
         chat = p.Chat(
             job_id=job_id,
@@ -197,6 +204,7 @@ class EngineClient(QObject):
             model=model,
             quant=quant,  # type: ignore[arg-type]
             device=device,  # type: ignore[arg-type]
+            **routing,
         )
         self.send(chat)
         return job_id
@@ -328,7 +336,7 @@ class EngineClient(QObject):
             )
 
     def _fail_open_jobs(self, sentence: str) -> None:
-        self._queue = [c for c in self._queue if not isinstance(c, _JOB_COMMANDS)]
+        self._queue = [c for c in self._queue if not _is_job(c)]
         for job_id in sorted(self._open_jobs):
             self._finish_with_error(job_id, p.ErrorCode.ENGINE_DIED, sentence)
 

@@ -3,24 +3,57 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QImage, QKeySequence
-from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox, QSplitter, QToolBar, QWidget
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QMainWindow,
+    QMessageBox,
+    QScrollArea,
+    QSplitter,
+    QStackedWidget,
+    QToolBar,
+    QWidget,
+)
 
 from desktop import paths
 from desktop.engine_client import EngineClient, EngineExit
+from desktop.settings_store import CloudSettings, KeyStore
 from desktop.state import ChatSession, EngineStatusModel, ModelCatalog, ModelChoice
 from desktop.storage import MessageStatus, Storage
 from desktop.views.chat import ChatView
 from desktop.views.conversation_list import ConversationList
 from desktop.views.model_picker import ModelPicker
+from desktop.views.navigation import NavigationRail
+from desktop.views.settings import SettingsView
 from desktop.views.status_bar import EngineStatusBar
 from engine import protocol as p
 
 _IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.gif *.tif *.tiff);;All files (*)"
+
+
+def _scrolling(widget: QWidget, max_width: int = 920) -> QScrollArea:
+    """A tool page: its content in a readable column that scrolls when the window is short."""
+    body = QWidget()
+    body.setObjectName("pageBody")
+    row = QHBoxLayout(body)
+    row.setContentsMargins(24, 8, 24, 24)
+    widget.setMaximumWidth(max_width)
+    row.addStretch(1)
+    row.addWidget(widget, 100)  # as wide as the window allows, up to max_width, centred
+    row.addStretch(1)
+    area = QScrollArea()
+    area.setObjectName("pageScroll")
+    area.setWidgetResizable(True)
+    area.setFrameShape(QScrollArea.Shape.NoFrame)
+    area.setWidget(body)
+    return area
 
 
 class MainWindow(QMainWindow):
@@ -45,6 +78,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("VisionDesk")
         self.resize(1180, 780)
         self._build()
+        self._add_tool_pages()
         self._wire()
         self._restore()
 
@@ -66,7 +100,22 @@ class MainWindow(QMainWindow):
         self.splitter.addWidget(self.chat_view)
         self.splitter.setStretchFactor(1, 1)
         self.splitter.setSizes([250, 930])
-        self.setCentralWidget(self.splitter)
+        self.navigation = NavigationRail()
+        self.pages = QStackedWidget()
+        self.pages.setObjectName("pages")
+        self._page_keys: list[str] = []
+        central = QWidget()
+        central.setObjectName("central")
+        row = QHBoxLayout(central)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(0)
+        row.addWidget(self.navigation)
+        row.addWidget(self.pages, 1)
+        self.setCentralWidget(central)
+        self.add_page("chat", "Chat", self.splitter, "Chat about images (Ctrl+1)")
+        self.cloud_settings = CloudSettings(self.settings)
+        self.settings_view = SettingsView(self.cloud_settings, KeyStore())
+        self.session.routing = self.cloud_settings.routing_fields
         self.status_bar = EngineStatusBar()
         self.setStatusBar(self.status_bar)
         self.new_action = self._action(
@@ -77,6 +126,33 @@ class MainWindow(QMainWindow):
         )
         self.stop_action = self._action("Stop", QKeySequence(Qt.Key.Key_Escape), self.session.stop)
         self.quit_action = self._action("Quit", QKeySequence.StandardKey.Quit, self.close)
+        self._side_jobs: dict[str, Callable[[p.Finished], None]] = {}
+
+    def add_page(self, key: str, title: str, widget: QWidget, tooltip: str = "") -> None:
+        """A page in the left rail; Ctrl+<n> switches to the n-th page."""
+        self.pages.addWidget(widget)
+        self._page_keys.append(key)
+        self.navigation.add_page(key, title, tooltip)
+        index = len(self._page_keys)
+        if index <= 9:
+            self._action(
+                title, QKeySequence(f"Ctrl+{index}"), functools.partial(self.show_page, key)
+            )
+        if index == 1:
+            self.navigation.set_current(key)
+
+    def show_page(self, key: str) -> None:
+        if key in self._page_keys:
+            self.pages.setCurrentIndex(self._page_keys.index(key))
+            self.navigation.set_current(key)
+
+    def current_page(self) -> str:
+        return self._page_keys[self.pages.currentIndex()]
+
+    def run_side_job(self, command: p.Command, on_finished: Callable[[p.Finished], None]) -> None:
+        """Send a job whose ``Finished`` goes to ``on_finished`` (views' engine requests)."""
+        self._side_jobs[command.job_id] = on_finished  # type: ignore[attr-defined]
+        self.client.send(command)
 
     def _action(
         self,
@@ -109,6 +185,10 @@ class MainWindow(QMainWindow):
         view.attach_requested.connect(self.choose_attachments)
         view.attachment_removed.connect(session.remove_draft_attachment)
         view.engine_restart_requested.connect(client.restart)
+        self.navigation.page_selected.connect(self.show_page)
+        self.settings_view.connection_test_requested.connect(self._on_settings_test_requested)
+        self.settings_view.models_requested.connect(self._on_settings_models_requested)
+        client.job_finished.connect(self._on_client_job_finished)
         self.status_bar.restart_requested.connect(client.restart)
         self.conversation_list.conversation_selected.connect(session.open_conversation)
         self.conversation_list.new_requested.connect(session.new_conversation)
@@ -120,6 +200,11 @@ class MainWindow(QMainWindow):
         client.engine_died.connect(self._on_client_engine_died)
         client.engine_restarted.connect(self._on_client_engine_restarted)
         client.engine_failed.connect(self._on_client_engine_failed)
+
+    def _add_tool_pages(self) -> None:
+        self.add_page(
+            "settings", "Settings", _scrolling(self.settings_view), "Cloud, keys and routing"
+        )
 
     def _restore(self) -> None:
         geometry = self.settings.value("window/geometry")
@@ -222,6 +307,26 @@ class MainWindow(QMainWindow):
         self.status_bar.show_status(self.engine_status)
         if self.engine_status.devices:
             self.model_picker.set_cuda_available(self.engine_status.has_cuda())
+
+    @Slot(str, str)
+    def _on_settings_test_requested(self, provider: str, base_url: str) -> None:
+        command = p.cloud.TestConnection(
+            job_id=uuid.uuid4().hex, provider=provider, base_url=base_url or None
+        )
+        self.run_side_job(command, lambda f: self.settings_view.show_finished(provider, f))
+
+    @Slot(str, str)
+    def _on_settings_models_requested(self, provider: str, base_url: str) -> None:
+        command = p.cloud.ListProviderModels(
+            job_id=uuid.uuid4().hex, provider=provider, base_url=base_url or None
+        )
+        self.run_side_job(command, lambda f: self.settings_view.show_finished(provider, f))
+
+    @Slot(object)
+    def _on_client_job_finished(self, finished: p.Finished) -> None:
+        handler = self._side_jobs.pop(finished.job_id, None)
+        if handler is not None:
+            handler(finished)
 
     @Slot(object)
     def _on_client_engine_died(self, outcome: EngineExit) -> None:

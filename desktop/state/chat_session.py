@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal, Slot
 from PySide6.QtGui import QImage, QImageReader
@@ -68,6 +70,9 @@ class ChatSession(QObject):
         self.messages: list[Message] = []
         self.draft_attachments: list[Attachment] = []
         self.model_choice = ModelChoice()
+        # Routing fields of each chat (backend, policy, never_send…); set by the window from
+        # the Settings. Empty means the engine's default: local only.
+        self.routing: Callable[[], dict[str, Any]] = dict
         self._jobs: dict[str, Message] = {}  # job id -> the assistant message it writes
         self._dirty: set[str] = set()
         self._repaint_timer = QTimer(self, singleShot=True, interval=repaint_interval_ms)
@@ -196,7 +201,7 @@ class ChatSession(QObject):
         if self.busy:
             self.notice.emit("Wait for the current answer, or press Stop (Esc).")
             return False
-        if not self.model_choice.model:
+        if not self.model_choice.model and not self.routing().get("backend"):
             self.notice.emit(
                 "Choose a model first: pick one in the toolbar, or add a model folder."
             )
@@ -211,6 +216,7 @@ class ChatSession(QObject):
             model=choice.model,
             quant=choice.quant,
             device=choice.device,
+            **self.routing(),
         )
         self._jobs[job_id] = answer
         self.activity_changed.emit(answer.id, "Waiting for the engine…")

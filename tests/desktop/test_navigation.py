@@ -1,0 +1,32 @@
+"""The window's pages: the rail and Ctrl+<n> switch them; chats carry the Settings' routing."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+
+from desktop.settings_store import POLICY
+from tests.desktop.helpers import chats
+
+
+def test_the_rail_and_ctrl_number_switch_pages(qtbot, make_window) -> None:
+    window = make_window(start=False)
+    assert window.current_page() == "chat"
+    qtbot.mouseClick(window.navigation._buttons["settings"], Qt.MouseButton.LeftButton)
+    assert window.current_page() == "settings"
+    assert window.pages.currentWidget().isVisible()
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=5_000)
+    qtbot.keyClick(window.settings_view, Qt.Key.Key_1, Qt.KeyboardModifier.ControlModifier)
+    assert window.current_page() == "chat"
+
+
+def test_a_chat_carries_the_routing_policy_chosen_in_settings(
+    qtbot, make_window, command_log
+) -> None:
+    window = make_window()
+    window.cloud_settings.set(POLICY, "local_then_cloud")
+    assert window.send_message("hello")
+    qtbot.waitUntil(lambda: not window.session.busy, timeout=10_000)
+    sent = chats(command_log)[-1]
+    assert sent.policy == "local_then_cloud" and sent.backend == window.cloud_settings.provider
+    assert sent.never_send is False
