@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from desktop.cli import chat, exit_codes, models
+from desktop.cli import chat, exit_codes, extract, models, search
 from engine.protocol import ENGINE_VERSION
 
 
@@ -17,7 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"visiondesk {ENGINE_VERSION}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     chat.add_parser(subparsers)
+    extract.add_parser(subparsers)
     models.add_parser(subparsers)
+    search.add_parser(subparsers)
     return parser
 
 

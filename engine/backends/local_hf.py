@@ -157,12 +157,13 @@ class LocalHFBackend:
         json_schema: dict[str, Any] | None = None,
     ) -> GenerationResult:
         import torch
-        from transformers import StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         from engine.backends.streaming import CancelCriteria, IncrementalStreamer
 
+        processors = LogitsProcessorList()
         if json_schema is not None:
-            raise Unsupported("Schema-constrained output is not available for local models yet.")
+            processors.append(self._json_processor(json_schema))
         started = time.perf_counter()
         inputs = self.build_inputs(messages)
         prompt_tokens = int(inputs["input_ids"].shape[-1])
@@ -177,6 +178,7 @@ class LocalHFBackend:
                     **self.generation_kwargs(sampling),
                     streamer=streamer,
                     stopping_criteria=StoppingCriteriaList([stop]),
+                    logits_processor=processors,
                 )
         except Exception as exc:
             raise classify(exc) from exc
@@ -192,6 +194,15 @@ class LocalHFBackend:
             time_to_first_token_s=(first - started) if first else None,
             seconds=time.perf_counter() - started,
         )
+
+    def _json_processor(self, json_schema: dict[str, Any]) -> Any:
+        """A fresh xgrammar processor for this call: its matcher holds this answer's state."""
+        from engine.extraction.constrained import json_logits_processor
+
+        eos = self.model.generation_config.eos_token_id
+        stops = tuple(eos if isinstance(eos, list) else [eos]) if eos is not None else ()
+        vocab = max(int(self.model.config.get_text_config().vocab_size), len(self.tokenizer))
+        return json_logits_processor(self.tokenizer, vocab, json_schema, stops)
 
     def _finish_reason(self, new_ids: list[int], sampling: Sampling, cancelled: bool) -> Any:
         if cancelled:

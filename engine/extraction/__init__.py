@@ -1,0 +1,1 @@
+"""Structured extraction: schemas, constrained decoding, the page pipeline, checks and exports."""
