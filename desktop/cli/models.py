@@ -6,7 +6,7 @@ import argparse
 import subprocess
 import sys
 
-from desktop.cli import exit_codes
+from desktop.cli import exit_codes, models_manage
 
 DEMO_FAMILIES = ("llava", "qwen2_vl")
 
@@ -22,6 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--family", default="llava", help="model family (default: llava)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=run_make_demo)
+    models_manage.add_commands(commands)  # plan, download, list, delete, import, load, catalogue
 
 
 def run_make_demo(args: argparse.Namespace) -> int:

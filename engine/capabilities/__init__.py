@@ -25,6 +25,19 @@ def _register_builtin() -> None:
     register(p.Chat, run_chat)
     register(p.LoadModel, run_load)
     register(p.Unload, run_unload)
+    from engine.capabilities.cloud import run_list_models, run_test_connection
+
+    register(p.cloud.TestConnection, run_test_connection)
+    register(p.cloud.ListProviderModels, run_list_models)
+    from engine.capabilities.models_manager import register_models_manager
+
+    register_models_manager(register)  # also wraps LoadModel with the memory-fit check
+    from engine.capabilities.extract import register_handlers as register_extract
+
+    register_extract(register)  # extraction, document inspection, schemas, exports
+    from engine.capabilities.search import register_search
+
+    register_search(register)  # index folders, query, status, tags, thumbnails
 
 
 _register_builtin()
