@@ -35,9 +35,6 @@ def _register_builtin() -> None:
     from engine.capabilities.extract import register_handlers as register_extract
 
     register_extract(register)  # extraction, document inspection, schemas, exports
-    from engine.capabilities.search import register_search
-
-    register_search(register)  # index folders, query, status, tags, thumbnails
 
 
 _register_builtin()
