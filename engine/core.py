@@ -159,7 +159,7 @@ class Core:
 
     # --- internals ---------------------------------------------------------------------------
     def _submit(self, command: Any) -> None:
-        from engine.capabilities import HANDLERS
+        from engine.capabilities import HANDLERS, IO_LANE
 
         handler = HANDLERS.get(type(command))
         job_id = getattr(command, "job_id", None)
@@ -183,7 +183,15 @@ class Core:
             job.finish("cancelled")
             return
         self._emit(p.JobStarted(job_id=job_id, kind=str(kind)))
-        self._queue.put((job, command, handler))
+        if type(command) in IO_LANE:
+            threading.Thread(
+                target=self._run_alone,
+                args=(job, command, handler),
+                name=f"job-{kind}",
+                daemon=True,
+            ).start()
+        else:
+            self._queue.put((job, command, handler))
 
     def _run_worker(self) -> None:
         while True:
@@ -194,6 +202,11 @@ class Core:
             self._run(job, command, handler)
             with self._jobs_lock:  # finished jobs leave the table; a late cancel is a no-op
                 self._jobs.pop(job.id, None)
+
+    def _run_alone(self, job: Job, command: Any, handler: Handler) -> None:
+        self._run(job, command, handler)
+        with self._jobs_lock:
+            self._jobs.pop(job.id, None)
 
     def _run(self, job: Job, command: Any, handler: Handler) -> None:
         if job.cancelled:

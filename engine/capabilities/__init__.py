@@ -2,6 +2,10 @@
 
 A handler is ``handler(job, command, runtime)`` and returns a result dict, or a
 ``(finish_reason, result)`` pair when the job can end other than ``done``.
+
+Jobs run on the core's one model-worker thread, in order, unless their command type is in
+``IO_LANE``: those never touch the resident model (downloads, file listings, network checks) and
+each runs on its own thread, so a long download never holds up a chat.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Any
 from engine import protocol as p
 
 HANDLERS: dict[type, Callable[..., Any]] = {}
+IO_LANE: set[type] = set()
 
 
 def register(command_type: type, handler: Callable[..., Any]) -> None:
@@ -35,6 +40,18 @@ def _register_builtin() -> None:
     from engine.capabilities.extract import register_handlers as register_extract
 
     register_extract(register)  # extraction, document inspection, schemas, exports
+
+    IO_LANE.update(
+        {
+            p.models.DownloadModel,
+            p.models.ListInstalled,
+            p.models.DeleteModel,
+            p.models.ImportFolder,
+            p.models.PlanMemory,
+            p.cloud.TestConnection,
+            p.cloud.ListProviderModels,
+        }
+    )
 
 
 _register_builtin()

@@ -23,7 +23,9 @@ class ScriptedBackend:
         self.started = threading.Event()
 
     def info(self) -> p.ModelInfo:
-        return p.ModelInfo(model="scripted", path="", family="x", quant="none", device="cpu", dtype="f")
+        return p.ModelInfo(
+            model="scripted", path="", family="x", quant="none", device="cpu", dtype="f"
+        )
 
     def chat(self, messages, sampling, *, on_text, cancelled) -> GenerationResult:
         if messages[-1].text == "fail":
@@ -133,7 +135,11 @@ def test_a_failing_job_reports_its_code_and_the_engine_keeps_serving() -> None:
     core.handle(chat("good", max_new_tokens=1))
     bad, bug, good = (events.wait_finished(j) for j in ("bad", "bug", "good"))
     assert (bad.reason, bad.error_code, bad.message) == ("error", "bad_input", "that input is bad")
-    assert bug.reason == "error" and bug.error_code == "internal" and "ZeroDivisionError" in bug.message
+    assert (
+        bug.reason == "error"
+        and bug.error_code == "internal"
+        and "ZeroDivisionError" in bug.message
+    )
     assert good.reason == "done"
     core.close()
 
@@ -171,3 +177,31 @@ def test_chat_without_a_model_asks_for_one() -> None:
     finished = events.wait_finished("x")
     assert finished.error_code == "no_model_loaded" and "model" in finished.message
     core.close()
+
+
+def test_an_io_lane_job_runs_beside_a_model_job_instead_of_waiting_for_it() -> None:
+    from engine import capabilities
+
+    release = threading.Event()
+
+    class SlowListing(p.Command, tag="test_slow_listing"):
+        job_id: str
+
+    def run_listing(job, command, runtime):
+        release.wait(5)
+        return {"listed": True}
+
+    capabilities.register(SlowListing, run_listing)
+    capabilities.IO_LANE.add(SlowListing)
+    try:
+        core, events, backend = make_core()
+        core.handle(SlowListing(job_id="io"))
+        core.handle(chat("chat", max_new_tokens=3))
+        assert events.wait_finished("chat").reason == "done"  # not stuck behind the listing
+        assert "io" not in events.finished()
+        release.set()
+        assert events.wait_finished("io").result == {"listed": True}
+        core.close()
+    finally:
+        capabilities.HANDLERS.pop(SlowListing, None)
+        capabilities.IO_LANE.discard(SlowListing)
