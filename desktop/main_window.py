@@ -30,6 +30,7 @@ from desktop.storage import MessageStatus, Storage
 from desktop.views.chat import ChatView
 from desktop.views.conversation_list import ConversationList
 from desktop.views.model_picker import ModelPicker
+from desktop.views.models import ModelsView
 from desktop.views.navigation import NavigationRail
 from desktop.views.settings import SettingsView
 from desktop.views.status_bar import EngineStatusBar
@@ -54,6 +55,16 @@ def _scrolling(widget: QWidget, max_width: int = 920) -> QScrollArea:
     area.setFrameShape(QScrollArea.Shape.NoFrame)
     area.setWidget(body)
     return area
+
+
+def _padded(widget: QWidget) -> QWidget:
+    """A tool page that fills the window (lists and tables), with the pages' margins."""
+    body = QWidget()
+    body.setObjectName("pageBody")
+    layout = QHBoxLayout(body)
+    layout.setContentsMargins(24, 16, 24, 16)
+    layout.addWidget(widget)
+    return body
 
 
 class MainWindow(QMainWindow):
@@ -202,6 +213,11 @@ class MainWindow(QMainWindow):
         client.engine_failed.connect(self._on_client_engine_failed)
 
     def _add_tool_pages(self) -> None:
+        self.models_view = ModelsView(self.client, settings=self.settings)
+        self.models_view.use_model_requested.connect(self._on_models_use_requested)
+        self.add_page(
+            "models", "Models", _padded(self.models_view), "Find, download and check models"
+        )
         self.add_page(
             "settings", "Settings", _scrolling(self.settings_view), "Cloud, keys and routing"
         )
@@ -321,6 +337,19 @@ class MainWindow(QMainWindow):
             job_id=uuid.uuid4().hex, provider=provider, base_url=base_url or None
         )
         self.run_side_job(command, lambda f: self.settings_view.show_finished(provider, f))
+
+    @Slot(str)
+    def _on_models_use_requested(self, model: str) -> None:
+        if Path(model).is_dir():
+            try:
+                self.catalog.add_folder(Path(model))
+            except ValueError as error:
+                self.chat_view.show_notice(str(error))
+                return
+        else:
+            self.catalog.refresh()
+        self.set_model_choice(dataclasses.replace(self.model_picker.choice(), model=model))
+        self.show_page("chat")
 
     @Slot(object)
     def _on_client_job_finished(self, finished: p.Finished) -> None:
