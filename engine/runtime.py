@@ -64,6 +64,7 @@ class Runtime:
         """Return the resident backend for ``spec``, loading (and replacing) it if needed."""
         if self.backend is not None and self._matches(spec):
             return self.backend
+        self._check_fit(spec)
         self.unload(notify=False)
         from engine.backends.local_hf import LocalHFBackend
 
@@ -78,6 +79,22 @@ class Runtime:
         self._devices = None  # free memory changed
         self._listener()
         return backend
+
+    def _check_fit(self, spec: LoadSpec) -> None:
+        """Refuse, with the planner's advice, a model that cannot fit (rather than crash)."""
+        from engine.errors import EngineError, OutOfMemory
+        from engine.models.planner import refuse_if_too_big
+
+        try:
+            refuse_if_too_big(
+                spec.model, spec.quant, spec.device, self.devices(), spec.trust_remote_code
+            )
+        except OutOfMemory:
+            raise
+        except EngineError as error:  # not found, unsafe…: the load says so in its own words
+            log.info("fit check skipped for %s: %s", spec.model, error.message)
+        except Exception:  # the check must never be why a model that fits does not load
+            log.exception("fit check failed for %s; loading anyway", spec.model)
 
     def _matches(self, spec: LoadSpec) -> bool:
         if self.spec is None or self.backend is None:

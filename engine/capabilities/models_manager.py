@@ -17,7 +17,7 @@ import msgspec
 
 from engine import protocol as p
 from engine.core import Job
-from engine.errors import BadInput, EngineError
+from engine.errors import BadInput
 from engine.protocol import models as pm
 from engine.runtime import Runtime
 
@@ -33,7 +33,6 @@ def register_models_manager(register: Register) -> None:
     register(pm.DeleteModel, run_delete)
     register(pm.ImportFolder, run_import)
     register(pm.Embed, run_embed)
-    register(p.LoadModel, run_load_checked)
 
 
 def run_plan(job: Job, command: pm.PlanMemory, runtime: Runtime) -> dict[str, Any]:
@@ -134,29 +133,6 @@ def run_embed(
         "image_embeddings": images,
         "text_embeddings": texts,
     }
-
-
-def run_load_checked(job: Job, command: p.LoadModel, runtime: Runtime) -> dict[str, Any]:
-    """A load that would not fit is refused with advice instead of crashing the engine."""
-    from engine.capabilities.models import run_load
-    from engine.errors import OutOfMemory
-    from engine.models.planner import refuse_if_too_big
-
-    spec = getattr(runtime, "spec", None)
-    if spec is None or spec.model != command.model:
-        try:
-            devices = runtime.devices()  # the check compares with total memory: cached is fine
-            refuse_if_too_big(
-                command.model, command.quant, command.device, devices, command.trust_remote_code
-            )
-        except OutOfMemory:
-            raise
-        except EngineError as error:
-            # Not found, unsafe, unsupported: the load itself says so, in its own words.
-            log.info("fit check skipped for %s: %s", command.model, error.message)
-        except Exception:  # the check must never be the reason a model that fits won't load
-            log.exception("fit check failed for %s; loading anyway", command.model)
-    return run_load(job, command, runtime)
 
 
 def _same_model(resident: str, requested: str) -> bool:
