@@ -23,6 +23,7 @@ class GenerationResult:
     completion_tokens: int = 0
     time_to_first_token_s: float | None = None
     seconds: float = 0.0
+    cached_tokens: int = 0  # prompt tokens reused from the previous turn's cache
 
     def as_result(self, backend: str, info: ModelInfo, *, token_ids: bool) -> dict[str, Any]:
         decode_s = self.seconds - (self.time_to_first_token_s or 0.0)
@@ -33,6 +34,7 @@ class GenerationResult:
             "quant": info.quant,
             "device": info.device,
             "prompt_tokens": self.prompt_tokens,
+            "cached_tokens": self.cached_tokens,
             "completion_tokens": self.completion_tokens,
             "time_to_first_token_s": self.time_to_first_token_s,
             "seconds": self.seconds,

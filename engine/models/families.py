@@ -16,18 +16,25 @@ class Quirks:
     prompt_format: PromptFormat = "chat_template"
     # kwargs passed to the processor call, e.g. Qwen's pixel budget
     processor_kwargs: dict[str, Any] = field(default_factory=dict)
-    # Whether the image token must appear literally in a plain prompt (BLIP-2 style has none).
+    # Keep the conversation's KV cache for the next turn (engine.backends.prefix_cache); off
+    # where the model keeps image state outside the cache (cross-attention) or has no turns.
+    reuse_prefix: bool = True
     note: str = ""
 
 
 GENERIC = Quirks()
 
 FAMILY_QUIRKS: dict[str, Quirks] = {
-    "paligemma": Quirks(prompt_format="prefix", note="prefix prompt: the image, then the task"),
-    "blip-2": Quirks(prompt_format="plain", note="no chat template: 'Question: … Answer:'"),
-    "blip_2": Quirks(prompt_format="plain", note="no chat template: 'Question: … Answer:'"),
-    "instructblip": Quirks(prompt_format="plain", note="no chat template"),
-    "idefics": Quirks(prompt_format="plain", note="Flamingo-style interleaved prompt"),
+    "paligemma": Quirks(
+        prompt_format="prefix", reuse_prefix=False, note="prefix prompt: the image, then the task"
+    ),
+    "blip-2": Quirks(prompt_format="plain", reuse_prefix=False, note="no chat template"),
+    "blip_2": Quirks(prompt_format="plain", reuse_prefix=False, note="no chat template"),
+    "instructblip": Quirks(prompt_format="plain", reuse_prefix=False, note="no chat template"),
+    "idefics": Quirks(
+        prompt_format="plain", reuse_prefix=False, note="Flamingo-style gated cross-attention"
+    ),
+    "mllama": Quirks(reuse_prefix=False, note="image enters through cross-attention layers"),
 }
 
 

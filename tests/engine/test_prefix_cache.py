@@ -1,0 +1,144 @@
+"""Follow-up turns reuse the conversation's KV cache: same tokens, no second image encoding."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from engine import protocol as p
+from engine.backends.local_hf import LocalHFBackend
+from engine.models.families import quirks_for
+from engine.runtime import LoadSpec
+from engine.testing import AUTO_CLASS, FAMILIES, PROMPT_FORMAT
+
+CHAT_FAMILIES = [
+    f
+    for f in FAMILIES
+    if AUTO_CLASS[f] == "AutoModelForImageTextToText" and PROMPT_FORMAT[f] == "chat_template"
+]
+GREEDY = p.Sampling(max_new_tokens=10)
+
+
+@pytest.fixture(scope="module")
+def picture(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("prefix") / "cat.png"
+    image = Image.new("RGB", (64, 48), (200, 120, 40))
+    image.paste((20, 60, 200), (10, 10, 40, 30))
+    image.save(path)
+    return str(path)
+
+
+def answer(backend: LocalHFBackend, messages: list[p.ChatMessage]) -> Any:
+    return backend.chat(messages, GREEDY, on_text=lambda _t: None, cancelled=lambda: False)
+
+
+class VisionCalls:
+    """Counts forward calls of the vision tower, whatever the family calls it."""
+
+    def __init__(self, model: Any) -> None:
+        self.count = 0
+        inner = getattr(model, "model", model)
+        names = ("vision_tower", "visual", "vision_model")
+        tower = next(getattr(inner, n) for n in names if getattr(inner, n, None) is not None)
+        tower.register_forward_hook(self._hook)
+
+    def _hook(self, *_: Any) -> None:
+        self.count += 1
+
+
+@pytest.mark.parametrize("family", CHAT_FAMILIES)
+def test_a_follow_up_reuses_the_cache_and_answers_exactly_like_a_fresh_run(
+    family, tiny_model, picture
+) -> None:
+    if family == "mllama":
+        pytest.skip("mllama's image enters through cross-attention: its cache is not reused")
+    assert quirks_for(family).reuse_prefix
+    backend = LocalHFBackend.load(LoadSpec(str(tiny_model(family)), "nf4", "cpu"))
+    vision = VisionCalls(backend.model)
+    first_turn = [p.ChatMessage(role="user", text="What is this?", images=[picture])]
+    first = answer(backend, first_turn)
+    assert vision.count >= 1 and first.cached_tokens == 0
+    encoded = vision.count
+
+    follow_up = [
+        *first_turn,
+        p.ChatMessage(role="assistant", text="A blue box on orange."),
+        p.ChatMessage(role="user", text="And its colours?"),
+    ]
+    reused = answer(backend, follow_up)
+    assert vision.count == encoded, "the image was encoded again"
+    assert reused.cached_tokens > 0
+    # Only the new tokens were prefilled: the reused part covers at least the first prompt.
+    assert (
+        reused.prompt_tokens - reused.cached_tokens < reused.prompt_tokens - first.prompt_tokens + 2
+    )
+
+    backend.prefix_cache.clear()
+    fresh = answer(backend, follow_up)
+    assert fresh.cached_tokens == 0 and vision.count > encoded
+    assert reused.token_ids == fresh.token_ids
+
+
+def test_editing_an_earlier_message_invalidates_what_follows_and_matches_a_fresh_run(
+    tiny_model, picture
+) -> None:
+    backend = LocalHFBackend.load(LoadSpec(str(tiny_model("qwen2_vl")), "nf4", "cpu"))
+    conversation = [
+        p.ChatMessage(role="user", text="Describe the picture.", images=[picture]),
+        p.ChatMessage(role="assistant", text="Two colours."),
+        p.ChatMessage(role="user", text="Which ones?"),
+    ]
+    answer(backend, conversation)
+    edited = [conversation[0], p.ChatMessage(role="assistant", text="Shapes."), conversation[2]]
+    after_edit = answer(backend, edited)
+    assert 0 < after_edit.cached_tokens < after_edit.prompt_tokens
+    backend.prefix_cache.clear()
+    assert answer(backend, edited).token_ids == after_edit.token_ids
+
+
+def test_a_different_image_is_never_served_from_the_cache(tiny_model, picture, tmp_path) -> None:
+    backend = LocalHFBackend.load(LoadSpec(str(tiny_model("llava")), "nf4", "cpu"))
+    vision = VisionCalls(backend.model)
+    answer(backend, [p.ChatMessage(role="user", text="What is this?", images=[picture])])
+    other = tmp_path / "other.png"
+    Image.new("RGB", (64, 48), (10, 200, 10)).save(other)
+    before = vision.count
+    result = answer(
+        backend, [p.ChatMessage(role="user", text="What is this?", images=[str(other)])]
+    )
+    assert result.cached_tokens == 0 and vision.count > before
+
+
+def test_the_cache_is_dropped_when_it_exceeds_its_budget(tiny_model, picture) -> None:
+    backend = LocalHFBackend.load(LoadSpec(str(tiny_model("llava")), "nf4", "cpu"))
+    backend.prefix_cache.budget_bytes = 16
+    first_turn = [p.ChatMessage(role="user", text="What is this?", images=[picture])]
+    answer(backend, first_turn)
+    follow_up = [
+        *first_turn,
+        p.ChatMessage(role="assistant", text="x"),
+        p.ChatMessage(role="user", text="y"),
+    ]
+    assert answer(backend, follow_up).cached_tokens == 0
+
+
+def test_the_engine_reports_cached_tokens_for_a_follow_up(tiny_model, picture) -> None:
+    from tests.engine.harness import EngineHarness, job_id
+
+    engine = EngineHarness()
+    try:
+        chat = dict(model=str(tiny_model("llava")), quant="nf4", device="cpu", sampling=GREEDY)
+        first_turn = [p.ChatMessage(role="user", text="Hi", images=[picture])]
+        first, text = engine.run(p.Chat(job_id=job_id(), messages=first_turn, **chat))
+        follow_up = [
+            *first_turn,
+            p.ChatMessage(role="assistant", text=text),
+            p.ChatMessage(role="user", text="More?"),
+        ]
+        second, _ = engine.run(p.Chat(job_id=job_id(), messages=follow_up, **chat))
+        assert first.result and second.result
+        assert first.result["cached_tokens"] == 0 and second.result["cached_tokens"] > 0
+    finally:
+        engine.close()
