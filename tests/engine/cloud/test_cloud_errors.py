@@ -13,26 +13,7 @@ from engine.protocol import cloud as c
 from tests.engine.harness import job_id
 from tests.engine.wire import anthropic_server, openai_server
 from tests.engine.wire.server import Reply, sse
-from tests.engine.wire.stack import KEYS, CloudStack, LoggedEngine, deltas, finished
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    servers = CloudStack(tmp_path_factory.mktemp("cloud"))
-    yield servers
-    servers.close()
-
-
-@pytest.fixture(scope="module")
-def engine(stack):
-    harness = LoggedEngine(stack.env(), stack.folder / "engine.log")
-    yield harness
-    harness.close()
-
-
-@pytest.fixture(autouse=True)
-def fresh(stack):
-    stack.reset()
+from tests.engine.wire.stack import KEYS, CloudStack, deltas, finished
 
 
 def ask(provider: str, base_url: str | None = None) -> p.Chat:

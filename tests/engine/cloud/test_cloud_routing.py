@@ -14,28 +14,9 @@ from engine.routing import plan_route, provenance, run_routed
 from engine.runtime import Runtime
 from tests.engine.harness import job_id
 from tests.engine.wire.keyring_file import JsonFileKeyring
-from tests.engine.wire.stack import KEYS, REMOTE_MODEL, CloudStack, LoggedEngine, finished
+from tests.engine.wire.stack import KEYS, REMOTE_MODEL, finished
 
 ANTHROPIC_DEFAULT = c.DEFAULT_MODELS["anthropic"]
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    servers = CloudStack(tmp_path_factory.mktemp("cloud"))
-    yield servers
-    servers.close()
-
-
-@pytest.fixture(scope="module")
-def engine(stack):
-    harness = LoggedEngine(stack.env(), stack.folder / "engine.log")
-    yield harness
-    harness.close()
-
-
-@pytest.fixture(autouse=True)
-def fresh(stack):
-    stack.reset()
 
 
 @pytest.fixture(scope="module")

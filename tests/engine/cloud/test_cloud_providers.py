@@ -13,30 +13,11 @@ from engine import protocol as p
 from engine.protocol import cloud as c
 from tests.engine.harness import job_id
 from tests.engine.wire.server import Reply
-from tests.engine.wire.stack import KEYS, REMOTE_MODEL, CloudStack, LoggedEngine, deltas, finished
+from tests.engine.wire.stack import KEYS, REMOTE_MODEL, CloudStack, deltas, finished
 
 PROVIDERS = ["anthropic", "openai", "gemini", "remote"]
 DEFAULT_MODEL = {**c.DEFAULT_MODELS, "remote": REMOTE_MODEL}
 INPUT_TOKENS = {"anthropic": 37, "openai": 41, "gemini": 29, "remote": 41}  # what each server says
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    servers = CloudStack(tmp_path_factory.mktemp("cloud"))
-    yield servers
-    servers.close()
-
-
-@pytest.fixture(scope="module")
-def engine(stack):
-    harness = LoggedEngine(stack.env(), stack.folder / "engine.log")
-    yield harness
-    harness.close()
-
-
-@pytest.fixture(autouse=True)
-def fresh(stack):
-    stack.reset()
 
 
 @pytest.fixture(scope="module")

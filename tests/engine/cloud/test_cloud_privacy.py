@@ -18,25 +18,6 @@ from tests.engine.wire.stack import KEYS, ROOT, CloudStack, LoggedEngine, finish
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    servers = CloudStack(tmp_path_factory.mktemp("cloud"))
-    yield servers
-    servers.close()
-
-
-@pytest.fixture(scope="module")
-def engine(stack):
-    harness = LoggedEngine(stack.env(), stack.folder / "engine.log")
-    yield harness
-    harness.close()
-
-
-@pytest.fixture(autouse=True)
-def fresh(stack):
-    stack.reset()
-
-
-@pytest.fixture(scope="module")
 def picture(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("pictures") / "private.png"
     Image.new("RGB", (64, 48), (120, 10, 200)).save(path)

@@ -51,18 +51,6 @@ BAD = {"number": "INV-7", "total": "twelve", "lines": []}
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    servers = CloudStack(tmp_path_factory.mktemp("cloud"))
-    yield servers
-    servers.close()
-
-
-@pytest.fixture(autouse=True)
-def fresh(stack):
-    stack.reset()
-
-
-@pytest.fixture(scope="module")
 def scan(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("scan") / "invoice.png"
     Image.new("RGB", (120, 160), (250, 250, 250)).save(path)
