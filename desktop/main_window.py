@@ -29,6 +29,7 @@ from desktop.state import ChatSession, EngineStatusModel, ModelCatalog, ModelCho
 from desktop.storage import MessageStatus, Storage
 from desktop.views.chat import ChatView
 from desktop.views.conversation_list import ConversationList
+from desktop.views.extract import ExtractView
 from desktop.views.model_picker import ModelPicker
 from desktop.views.models import ModelsView
 from desktop.views.navigation import NavigationRail
@@ -213,6 +214,13 @@ class MainWindow(QMainWindow):
         client.engine_failed.connect(self._on_client_engine_failed)
 
     def _add_tool_pages(self) -> None:
+        self.extract_view = ExtractView(
+            self.client,
+            model_choice=self.model_picker.choice,
+            routing=self.cloud_settings.routing_fields,
+            settings=self.settings,
+        )
+        self.add_page("extract", "Extract", self.extract_view, "Documents and charts to data")
         self.models_view = ModelsView(self.client, settings=self.settings)
         self.models_view.use_model_requested.connect(self._on_models_use_requested)
         self.add_page(

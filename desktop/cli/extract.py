@@ -9,6 +9,7 @@ exported data goes to stdout or ``--out``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import re
 import sys
 import time
@@ -17,10 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from desktop.cli import exit_codes
+import msgspec
+
+from desktop.cli import backends, exit_codes
 from desktop.cli.engine_process import EngineGone, EngineProcess, new_job_id
+from desktop.extraction_queue import ExtractionQueue, FileStatus, default_path, settings_key
 from desktop.paths import data_dir
 from engine import protocol as p
+from engine.protocol import cloud as c
 from engine.protocol import extract as px
 
 FORMATS = ("json", "jsonl", "csv", "md")
@@ -43,7 +48,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME|PATH",
         help=f"a built-in schema ({', '.join(px.BUILTIN_SCHEMAS)}) or a JSON Schema file",
     )
-    parser.add_argument("--model", required=True, help="model folder or Hugging Face repo id")
+    parser.add_argument(
+        "--model", default=None, help="model folder or Hugging Face repo id (or name a --backend)"
+    )
     parser.add_argument("--pages", default=None, help="pages to read, e.g. 1-3,5,8-")
     parser.add_argument(
         "--format", choices=FORMATS, default=None, help="default: from --out, else json"
@@ -71,6 +78,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="pixels on a page's long side",
     )
     parser.add_argument("--replot", default=None, metavar="DIR", help="write chart re-plots here")
+    backends.add_backend_arguments(parser)
+    parser.add_argument(
+        "--batch",
+        default=None,
+        metavar="NAME",
+        help="name the batch; running it again goes on where it stopped (default: an "
+        "interrupted run of the same inputs and settings is resumed automatically)",
+    )
+    parser.add_argument(
+        "--fresh", action="store_true", help="start again: do not resume stored progress"
+    )
     parser.add_argument("--verbose", action="store_true", help="show the engine's log")
     parser.set_defaults(run=run)
 
@@ -94,6 +112,7 @@ class Outcome:
 class Batch:
     outcomes: list[Outcome] = field(default_factory=list)
     aborted: str | None = None  # why the batch stopped early (a model problem)
+    aborted_code: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,6 +170,12 @@ def run(args: argparse.Namespace) -> int:
         return _usage("--max-new-tokens must be at least 16")
     if args.max_long_side < 64:
         return _usage("--max-long-side must be at least 64")
+    try:
+        routing = backends.backend_fields(args)
+    except backends.BackendChoiceError as exc:
+        return _usage(str(exc))
+    if args.model is None and backends.requires_local_model(routing):
+        return _usage("--model is required (or name a --backend)")
     schema = args.schema
     if schema not in px.BUILTIN_SCHEMAS:
         if not Path(schema).expanduser().is_file():
@@ -166,54 +191,232 @@ def run(args: argparse.Namespace) -> int:
         )
         return exit_codes.BAD_INPUT
     model = args.model
-    if Path(model).expanduser().exists():
+    if model and Path(model).expanduser().exists():
         model = str(Path(model).expanduser().resolve())
     started = time.perf_counter()
     batch = Batch(outcomes=list(missing))
-    log_path = data_dir() / "logs" / "engine.log"
+    queue = ExtractionQueue(default_path(data_dir()))
     try:
-        engine = EngineProcess(log_path, verbose=args.verbose)
-    except EngineGone as exc:
-        print(f"visiondesk: error: {exc}", file=sys.stderr)
-        return exit_codes.FAILED
+        return _run_batch(args, queue, batch, files, len(missing), schema, model, routing, started)
+    finally:
+        queue.close()
+
+
+@dataclass
+class _Engine:
+    """The engine process of a batch, restarted when it dies."""
+
+    log_path: Path
+    verbose: bool
+    process: EngineProcess | None = None
+
+    def start(self) -> EngineProcess:
+        if self.process is None:
+            self.process = EngineProcess(self.log_path, verbose=self.verbose)
+        return self.process
+
+    def restart(self) -> EngineProcess:
+        self.close()
+        return self.start()
+
+    def close(self) -> None:
+        if self.process is not None:
+            self.process.close()
+            self.process = None
+
+
+def _run_batch(
+    args: argparse.Namespace,
+    queue: ExtractionQueue,
+    batch: Batch,
+    files: list[Path],
+    missing: int,
+    schema: str,
+    model: str | None,
+    routing: dict[str, Any],
+    started: float,
+) -> int:
+    settings = _settings(args, schema, model, routing)
     try:
-        if not _schema_usable(engine, schema):
+        stored = _open_batch(queue, args, settings, files)
+    except ValueError as exc:
+        return _usage(str(exc))
+    engine = _Engine(data_dir() / "logs" / "engine.log", args.verbose)
+    written = None
+    try:
+        if not _schema_usable(engine.start(), schema):
             return exit_codes.BAD_INPUT
-        for index, file in enumerate(files, 1):
-            command = _command(args, file, schema, model)
-            try:
-                outcome = _extract(engine, command, f"[{index}/{len(files)}] {file.name}")
-            except EngineGone as exc:
-                outcome = Outcome(file, error_code=p.ErrorCode.ENGINE_DIED, message=str(exc))
-                engine.close()
-                engine = EngineProcess(log_path, verbose=args.verbose)  # go on with the next file
-            batch.outcomes.append(outcome)
-            if (
-                outcome.error_code in p.MODEL_ERROR_CODES
-                or outcome.error_code == p.ErrorCode.NO_MODEL_LOADED
-            ):
-                batch.aborted = outcome.message
-                break
-        written = _export(engine, batch, _format(args), args.out)
+        _read_files(args, queue, stored, engine, batch, schema, model, routing)
+        batch.outcomes += _outcomes(queue, stored)
+        written = _export(engine.start(), batch, _format(args), args.out)
     except KeyboardInterrupt:
-        print("\nvisiondesk: cancelled", file=sys.stderr)
+        done = queue.progress(stored).finished
+        print(
+            f"\nvisiondesk: interrupted after {done} of {len(queue.files(stored))} files; run the "
+            "same command again to go on where it stopped",
+            file=sys.stderr,
+        )
         return exit_codes.INTERRUPTED
     except EngineGone as exc:
         print(f"visiondesk: error: {exc}", file=sys.stderr)
         return exit_codes.FAILED
     finally:
         engine.close()
-    _summary(batch, len(files) + len(missing), time.perf_counter() - started, written)
+    total = missing + len(queue.files(stored))
+    _summary(batch, total, time.perf_counter() - started, written)
     return exit_code(batch)
 
 
-def _command(args: argparse.Namespace, file: Path, schema: str, model: str) -> px.Extract:
-    options = px.ExtractOptions(
+def _settings(
+    args: argparse.Namespace, schema: str, model: str | None, routing: dict[str, Any]
+) -> dict[str, Any]:
+    """What decides a batch's results: a re-run with the same settings resumes it."""
+    schema_file = Path(schema)
+    return {
+        "inputs": [str(Path(raw).expanduser().resolve()) for raw in args.inputs],
+        "schema": schema,
+        "schema_sha256": _sha(schema_file) if schema_file.is_file() else None,
+        "model": model,
+        "quant": args.quant,
+        "device": args.device,
+        "pages": args.pages,
+        "max_pages": args.max_pages,
+        "options": msgspec.to_builtins(_options(args)),
+        "routing": routing,
+        "replot": str(Path(args.replot).expanduser().resolve()) if args.replot else None,
+    }
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _open_batch(
+    queue: ExtractionQueue, args: argparse.Namespace, settings: dict[str, Any], files: list[Path]
+) -> str:
+    """The batch to work on: the named one, an interrupted run of the same command, or a new one."""
+    key = settings_key(settings)
+    existing = queue.batch_named(args.batch) if args.batch else queue.unfinished_batch(key)
+    if existing is not None and args.fresh:
+        queue.delete_batch(existing.id)
+        existing = None
+    if existing is not None and existing.key != key:
+        raise ValueError(
+            f"batch {args.batch!r} was started with other inputs or settings; give another "
+            "--batch name, or --fresh to start it again"
+        )
+    if existing is None:
+        created = queue.create_batch(settings, name=args.batch, key=key)
+        queue.add_files(created.id, files)
+        return created.id
+    queue.add_files(existing.id, files)  # files new in the folders since then join the batch
+    for file in queue.files(existing.id):
+        changed = queue.refresh_sha(file.id)  # a file that changed is read again, whole
+        if not changed and file.status in (FileStatus.FAILED, FileStatus.CANCELLED):
+            queue.retry_file(file.id)
+        elif not changed and not file.finished:  # engine deaths of the last run do not count
+            queue.requeue_file(file.id, reset_attempts=True)
+    queue.resume(existing.id)
+    progress = queue.progress(existing.id)
+    print(
+        f"Resuming batch {existing.name}: {progress.finished} of {progress.files} files done, "
+        f"{progress.pages_done} page{'s' if progress.pages_done != 1 else ''} stored.",
+        file=sys.stderr,
+    )
+    return existing.id
+
+
+MAX_ENGINE_RESTARTS_PER_FILE = 3
+# Failures that are not about one file: the model or the cloud account cannot be used at all.
+STOPS_THE_BATCH = frozenset(
+    {
+        *p.MODEL_ERROR_CODES,
+        p.ErrorCode.NO_MODEL_LOADED,
+        p.ErrorCode.CLOUD_NOT_ALLOWED,
+        c.INVALID_KEY,
+        c.QUOTA_EXHAUSTED,
+        c.CONSENT_NEEDED,
+    }
+)
+
+
+def _read_files(
+    args: argparse.Namespace,
+    queue: ExtractionQueue,
+    batch_id: str,
+    engine: _Engine,
+    batch: Batch,
+    schema: str,
+    model: str | None,
+    routing: dict[str, Any],
+) -> None:
+    positions = {f.id: i for i, f in enumerate(queue.files(batch_id), 1)}
+    while (file := queue.next_file(batch_id)) is not None:
+        label = f"[{positions.get(file.id, len(positions))}/{len(positions)}] {file.name}"
+        queue.start_file(file.id)
+        completed = queue.completed_pages(file.id)
+        command = _command(args, file.path, schema, model, routing, completed, file.never_send)
+        try:
+            outcome = _extract(engine.start(), command, label, queue, file.id)
+        except KeyboardInterrupt:
+            queue.requeue_file(file.id)  # its finished pages stay stored for the next run
+            raise
+        except EngineGone as exc:
+            engine.restart()
+            attempts = (queue.file(file.id) or file).attempts
+            if attempts >= MAX_ENGINE_RESTARTS_PER_FILE:
+                message = f"{exc} (it stopped {attempts} times on this file)"
+                print(f"{label}: failed: {message}", file=sys.stderr, flush=True)
+                queue.fail_file(file.id, p.ErrorCode.ENGINE_DIED, message)
+            else:
+                print(
+                    f"{label}: {exc} Restarted it; going on with the pages left.",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                queue.requeue_file(file.id)
+            continue
+        if outcome.error_code in STOPS_THE_BATCH:
+            batch.aborted = outcome.message  # every other file would fail the same way
+            batch.aborted_code = outcome.error_code
+            return
+    queue.update_batch_status(batch_id)
+
+
+def _outcomes(queue: ExtractionQueue, batch_id: str) -> list[Outcome]:
+    """How each file of the batch ended, resumed ones included, in batch order."""
+    outcomes = []
+    for file in queue.files(batch_id):
+        outcome = Outcome(file.path, document=file.document, pages=file.pages_done)
+        if file.status == FileStatus.FAILED:
+            outcome.error_code, outcome.message = file.error_code, file.error
+        elif file.status != FileStatus.DONE:
+            continue
+        elif file.document is not None and file.document.get("status") != "ok":
+            outcome.message = _page_failures(file.document)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _options(args: argparse.Namespace) -> px.ExtractOptions:
+    return px.ExtractOptions(
         two_pass=args.two_pass,
         max_new_tokens=args.max_new_tokens,
         max_long_side=args.max_long_side,
         max_pixels=max(args.max_long_side * args.max_long_side * 3 // 4, 64 * 64),
     )
+
+
+def _command(
+    args: argparse.Namespace,
+    file: Path,
+    schema: str,
+    model: str | None,
+    routing: dict[str, Any],
+    completed: list[dict[str, Any]],
+    never_send: bool = False,
+) -> px.Extract:
+    fields = {**routing, "never_send": bool(routing.get("never_send")) or never_send}
     return px.Extract(
         job_id=new_job_id(),
         path=str(file),
@@ -223,8 +426,10 @@ def _command(args: argparse.Namespace, file: Path, schema: str, model: str) -> p
         device=args.device,
         page_spec=args.pages,
         max_pages=args.max_pages,
-        options=options,
+        options=_options(args),
+        completed_pages=completed,
         replot_dir=str(Path(args.replot).expanduser().resolve()) if args.replot else None,
+        **fields,
     )
 
 
@@ -255,18 +460,23 @@ def _schema_usable(engine: EngineProcess, schema: str) -> bool:
     return True
 
 
-def _extract(engine: EngineProcess, command: px.Extract, label: str) -> Outcome:
+def _extract(
+    engine: EngineProcess, command: px.Extract, label: str, queue: ExtractionQueue, file_id: int
+) -> Outcome:
+    """Run one file's job; each page is stored in the queue the moment it arrives."""
     outcome = Outcome(Path(command.path))
     stage = ""
+    kept = len(command.completed_pages)
+    if kept:
+        print(f"{label}: {kept} page{'s' if kept != 1 else ''} already stored", file=sys.stderr)
     try:
         for event in _job(engine, command):
-            if (
-                isinstance(event, p.Progress)
-                and event.stage == "loading"
-                and event.message != stage
-            ):
-                stage = event.message
-                print(f"{label}: {event.message}", file=sys.stderr, flush=True)
+            if isinstance(event, p.Progress) and event.stage in ("loading", "routing"):
+                if event.message != stage:
+                    stage = event.message
+                    print(f"{label}: {event.message}", file=sys.stderr, flush=True)
+            elif isinstance(event, p.Progress) and event.stage == "page" and event.total:
+                queue.set_pages_total(file_id, kept + int(event.total))
             elif isinstance(event, p.Progress) and event.stage in ("transcribing", "extracting"):
                 if event.stage != stage:
                     stage = event.stage
@@ -277,36 +487,48 @@ def _extract(engine: EngineProcess, command: px.Extract, label: str) -> Outcome:
                     )
             elif isinstance(event, p.PartialResult):
                 page = px.page_result(event.data)
+                queue.store_page(file_id, event.data)
                 outcome.pages += 1
                 stage = ""
                 flagged = sum(issue.severity == "error" for issue in page.issues)
                 note = f" ({flagged} issue{'s' if flagged != 1 else ''})" if flagged else ""
                 print(f"{label}: page {page.page} {page.status}{note}", file=sys.stderr, flush=True)
             elif isinstance(event, p.Finished):
-                return _ended(outcome, event, label)
+                return _ended(outcome, event, label, queue, file_id)
     except KeyboardInterrupt:
         engine.send(p.Cancel(job_id=command.job_id))
         raise
     raise EngineGone("The engine ended a job without finishing it.")
 
 
-def _ended(outcome: Outcome, event: p.Finished, label: str) -> Outcome:
+def _ended(
+    outcome: Outcome, event: p.Finished, label: str, queue: ExtractionQueue, file_id: int
+) -> Outcome:
     if event.reason == "error":
         outcome.error_code, outcome.message = event.error_code, event.message
         print(f"{label}: failed: {event.message}", file=sys.stderr, flush=True)
+        queue.fail_file(file_id, event.error_code, event.message)
         return outcome
     outcome.document = event.result
     status = (event.result or {}).get("status", "failed")
     print(f"{label}: {status}", file=sys.stderr, flush=True)
+    if event.reason == "cancelled":
+        queue.requeue_file(file_id)
+    else:
+        queue.finish_file(file_id, event.result or {})
     if status != "ok":
-        pages = (event.result or {}).get("pages") or []
-        reasons = [
-            f"page {pg.get('page')}: {pg.get('error') or pg.get('status')}"
-            for pg in pages
-            if pg.get("status") != "ok"
-        ]
-        outcome.message = "; ".join(reasons) or "no page could be read"
+        outcome.message = _page_failures(event.result or {})
     return outcome
+
+
+def _page_failures(document: dict[str, Any]) -> str:
+    pages = document.get("pages") or []
+    reasons = [
+        f"page {pg.get('page')}: {pg.get('error') or pg.get('status')}"
+        for pg in pages
+        if pg.get("status") != "ok"
+    ]
+    return "; ".join(reasons) or "no page could be read"
 
 
 def _export(engine: EngineProcess, batch: Batch, fmt: str, out: str | None) -> str | None:
@@ -351,9 +573,11 @@ def _summary(batch: Batch, total: int, seconds: float, written: str | None) -> N
 
 
 def exit_code(batch: Batch) -> int:
-    """0 all good; 4 the model could not be used; 3 only bad input files failed; 1 otherwise."""
+    """0 all good; 4 the model (5 the cloud backend) could not be used; 3 only bad input files
+    failed; 1 otherwise."""
     if batch.aborted:
-        return exit_codes.MODEL_PROBLEM
+        code = exit_codes.for_error(batch.aborted_code)
+        return code if code != exit_codes.FAILED else exit_codes.MODEL_PROBLEM
     failed = [o for o in batch.outcomes if not o.ok]
     if not failed:
         return exit_codes.OK

@@ -40,6 +40,10 @@ def _register_builtin() -> None:
     from engine.capabilities.extract import register_handlers as register_extract
 
     register_extract(register)  # extraction, document inspection, schemas, exports
+    from engine.capabilities.finetune import FINETUNE_JOBS, register_finetune
+
+    register_finetune(register)  # datasets, plans, training (in its own process), adapters
+    IO_LANE.update(FINETUNE_JOBS)  # they run in child processes, never on the resident model
 
     IO_LANE.update(
         {
@@ -50,6 +54,12 @@ def _register_builtin() -> None:
             p.models.PlanMemory,
             p.cloud.TestConnection,
             p.cloud.ListProviderModels,
+            # Documents: rendering has its own process (and lock); schemas and exports are pure.
+            p.extract.InspectDocument,
+            p.extract.RenderPages,
+            p.extract.ListSchemas,
+            p.extract.CheckSchema,
+            p.extract.ExportResults,
         }
     )
 

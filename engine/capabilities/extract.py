@@ -20,6 +20,7 @@ from engine.core import Job
 from engine.documents import pages as documents
 from engine.errors import BadInput, EngineError
 from engine.protocol import extract as px
+from engine.routing import plan_route, run_routed
 from engine.runtime import LoadSpec, Runtime
 
 
@@ -40,10 +41,11 @@ def register_handlers(register: Callable[[type, Callable[..., Any]], None]) -> N
 def run_extract(
     job: Job, command: px.Extract, runtime: Runtime
 ) -> dict[str, Any] | tuple[p.FinishReason, dict[str, Any]]:
-    from engine.extraction.pipeline import ExtractionCancelled, PagePipeline, document_result
+    from engine.extraction.pipeline import document_result
     from engine.extraction.schemas import resolve_schema
 
     started = time.perf_counter()
+    plan = plan_route(command)  # a policy contradiction fails at once, before any work
     options = command.options
     _check_options(options)
     schema = resolve_schema(command.schema, command.schema_json)
@@ -51,45 +53,93 @@ def run_extract(
     info = documents.inspect(command.path)
     numbers = documents.select_pages(info, command.pages, command.page_spec, command.max_pages)
     done = _completed_pages(command.completed_pages, info, numbers)
-    todo = [number for number in numbers if number not in {page.page for page in done}]
     results = list(done)
-    if not todo:
+    if not [number for number in numbers if number not in {page.page for page in done}]:
         return msgspec.to_builtins(
             document_result(info, schema, results, time.perf_counter() - started)
         )
-    backend = _backend(job, command, runtime)
-    budget = documents.PixelBudget(long_side=options.max_long_side, max_pixels=options.max_pixels)
-    cancelled = False
-    runtime.busy(True)
-    try:
-        with tempfile.TemporaryDirectory(prefix="visiondesk-extract-") as work:
-            pipeline = PagePipeline(
-                backend,
-                schema,
-                options,
-                info,
-                Path(work),
-                cancelled=lambda: job.cancelled,
-                on_stage=lambda stage: job.progress(stage, message=f"{stage.capitalize()}…"),
-            )
-            for position, number in enumerate(todo):
-                if job.cancelled:
-                    cancelled = True
-                    break
-                job.progress("page", position, len(todo), f"Page {number} of {info.page_count}")
-                try:
-                    result = _one_page(pipeline, info, number, budget, command.replot_dir)
-                except ExtractionCancelled:
-                    cancelled = True
-                    break
-                job.partial(msgspec.to_builtins(result))
-                results.append(result)
-            job.progress("page", len(results) - len(done), len(todo), "Merging pages")
-    finally:
-        runtime.busy(False)
+    cancelled = run_routed(
+        job,
+        command,
+        runtime,
+        plan=plan,
+        local=lambda why: _read_pages(
+            job, command, runtime, _backend(job, command, runtime), schema, info, results, why
+        ),
+        cloud=lambda backend, why: _read_pages(
+            job, command, runtime, backend, schema, info, results, why
+        ),
+    )
     document = document_result(info, schema, results, time.perf_counter() - started)
     payload: dict[str, Any] = msgspec.to_builtins(document)
     return ("cancelled", payload) if cancelled or job.cancelled else payload
+
+
+def _read_pages(
+    job: Job,
+    command: px.Extract,
+    runtime: Runtime,
+    backend: Any,
+    schema: Any,
+    info: documents.DocumentInfo,
+    results: list[px.PageResult],
+    why: str,
+) -> bool:
+    """Read the chosen pages not in ``results`` yet, appending each; True if cancelled.
+
+    A fallback to the cloud after a local failure calls this again with the same ``results``,
+    so the pages the local model already finished are neither read nor reported twice.
+    """
+    numbers = documents.select_pages(info, command.pages, command.page_spec, command.max_pages)
+    left = [number for number in numbers if number not in {page.page for page in results}]
+    runtime.busy(True)
+    try:
+        return _read_into(job, command, backend, schema, info, left, results, why)
+    finally:
+        runtime.busy(False)
+
+
+def _read_into(
+    job: Job,
+    command: px.Extract,
+    backend: Any,
+    schema: Any,
+    info: documents.DocumentInfo,
+    left: list[int],
+    results: list[px.PageResult],
+    why: str,
+) -> bool:
+    from engine.extraction.pipeline import ExtractionCancelled, PagePipeline
+
+    options = command.options
+    budget = documents.PixelBudget(long_side=options.max_long_side, max_pixels=options.max_pixels)
+    cancelled = False
+    with tempfile.TemporaryDirectory(prefix="visiondesk-extract-") as work:
+        pipeline = PagePipeline(
+            backend,
+            schema,
+            options,
+            info,
+            Path(work),
+            cancelled=lambda: job.cancelled,
+            on_stage=lambda stage: job.progress(stage, message=f"{stage.capitalize()}…"),
+        )
+        for position, number in enumerate(left):
+            if job.cancelled:
+                cancelled = True
+                break
+            job.progress("page", position, len(left), f"Page {number} of {info.page_count}")
+            try:
+                result = _one_page(pipeline, info, number, budget, command.replot_dir)
+            except ExtractionCancelled:
+                cancelled = True
+                break
+            if result.provenance is not None:
+                result.provenance.why = why
+            job.partial(msgspec.to_builtins(result))
+            results.append(result)
+        job.progress("page", len(left), len(left), "Merging pages")
+    return cancelled
 
 
 def _one_page(

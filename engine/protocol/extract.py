@@ -74,6 +74,7 @@ class Provenance(msgspec.Struct, forbid_unknown_fields=False):
     tokens: dict[str, int] = msgspec.field(default_factory=dict)
     finish_reasons: list[str] = msgspec.field(default_factory=list)  # one per generation
     pixel_budget: list[int] = msgspec.field(default_factory=list)  # [long side, max pixels]
+    why: str = ""  # why this backend answered (the routing policy's reason)
 
 
 class PageResult(msgspec.Struct, forbid_unknown_fields=False):
@@ -128,6 +129,13 @@ class Extract(Command, tag="extract"):
     options: ExtractOptions = msgspec.field(default_factory=ExtractOptions)
     completed_pages: list[dict[str, Any]] = msgspec.field(default_factory=list)  # PageResults
     replot_dir: str | None = None  # write chart re-plots (PNG) here
+    # Routing, as on ``Chat`` (see engine.routing): who reads the pages, and whether this
+    # document may leave the machine at all.
+    backend: str | None = None  # local | anthropic | openai | gemini | remote
+    backend_model: str | None = None  # the provider's model id; None = its default
+    base_url: str | None = None  # the remote server's URL, or a provider endpoint override
+    policy: str | None = None  # local_only (default) | local_then_ask | local_then_cloud | …
+    never_send: bool = False  # this document must never leave the machine
 
 
 class InspectDocument(Command, tag="inspect_document"):

@@ -134,10 +134,7 @@ def test_impossible_backend_choices_are_usage_errors(cli, stack, picture, args) 
 
 
 def test_extract_with_a_cloud_backend_returns_schema_valid_json(cli, stack, picture) -> None:
-    help_text = cli("extract", "--help").stdout
-    if "--backend" not in help_text:
-        pytest.skip("`visiondesk extract` has not adopted desktop.cli.backends (--backend) yet")
-    answer = {"fields": [{"key": "colour", "value": "red"}]}
+    answer = {"colour": "red"}  # key_values: a flat mapping from each label to its value
     stack.anthropic.json_answers.extend([answer] * 4)
     result = cli(
         "extract", "--backend", "anthropic", "--schema", "key_values", "--one-pass", picture

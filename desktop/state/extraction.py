@@ -1,0 +1,489 @@
+"""The Extract page's logic: a batch queue read through the engine one file at a time, page
+previews, schemas, the user's corrections and exports. No widgets.
+
+Every page result is stored in the queue (SQLite) the moment it arrives. When the engine dies,
+``EngineClient`` ends the running job with ``engine_died`` and starts a new engine; the file goes
+back to the queue and is sent again with its stored pages as ``completed_pages``, so nothing that
+was finished is read twice.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal, Slot
+
+from desktop.extraction_queue import (
+    Batch,
+    BatchStatus,
+    ExtractionQueue,
+    FileStatus,
+    QueuedFile,
+    supported_files,
+)
+from engine import protocol as p
+from engine.protocol import extract as px
+
+MAX_ENGINE_DEATHS_PER_FILE = 3
+PREVIEW_LONG_SIDE = 1100
+PREVIEW_PAGES = 40  # pages rendered ahead; others on demand
+
+
+@dataclass
+class SchemaChoice:
+    """What a batch is read into: a built-in name, a schema file, or a schema built from fields."""
+
+    key: str  # the built-in name or the file path; "custom:<title>" for a built one
+    title: str
+    schema: dict[str, Any] | None = None  # the JSON Schema, once the engine has checked it
+    inline: bool = False  # sent as ``schema_json`` rather than by name
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "schema": self.key,
+            "schema_title": self.title,
+            "schema_json": self.schema if self.inline else None,
+        }
+
+
+class ExtractionSession(QObject):
+    """Drives one batch at a time; views listen to its signals and call its methods."""
+
+    queue_changed = Signal()  # files added, removed, or a file's status changed
+    file_progress = Signal(int, str)  # file id, what the engine is doing
+    page_stored = Signal(int, int)  # file id, page
+    document_changed = Signal(int)  # file id: its result (or an edit's merge) changed
+    previews_changed = Signal(int)  # file id: page images are ready (or failed)
+    schemas_changed = Signal()
+    schema_checked = Signal(object)  # SchemaChoice, after a file or a built one passed CheckSchema
+    batch_changed = Signal()  # the current batch, or its status, changed
+    notice = Signal(str, str)  # text, level (info | warning | error)
+    export_finished = Signal(str, str)  # path, error message ("" when it worked)
+
+    def __init__(
+        self,
+        client: Any,
+        queue: ExtractionQueue,
+        *,
+        preview_dir: Path,
+        replot_dir: Path,
+        model_choice: Callable[[], Any] = lambda: None,
+        routing: Callable[..., dict[str, Any]] | None = None,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.client = client
+        self.queue = queue
+        self.preview_dir = preview_dir
+        self.replot_dir = replot_dir
+        self.model_choice = model_choice
+        self.routing = routing or (lambda **kw: {"never_send": kw.get("never_send", False)})
+        self.schemas: dict[str, SchemaChoice] = {
+            name: SchemaChoice(name, name.replace("_", " ").capitalize())
+            for name in px.BUILTIN_SCHEMAS
+        }
+        self.schema = self.schemas["invoice"]
+        self.two_pass = True
+        self.options: dict[str, Any] = {}  # other ExtractOptions fields (token and pixel limits)
+        self.never_send_new = False
+        self.batch_id: str | None = None
+        self.previews: dict[int, dict[int, str]] = {}
+        self.preview_errors: dict[int, str] = {}
+        self.page_counts: dict[int, int] = {}
+        self._previews_pending: set[int] = set()
+        self.activity: dict[int, str] = {}
+        self._jobs: dict[str, Callable[[p.Event], None]] = {}
+        self._running: tuple[str, int] | None = None  # (job id, file id) of the extraction
+        self._schemas_requested = False
+        client.event_received.connect(self._on_client_event)
+        recovered = queue.recover()
+        if recovered:
+            self.batch_id = recovered[0].id
+            queue.pause(recovered[0].id)  # an interrupted batch waits for the user's Resume
+        elif queue.batches():
+            self.batch_id = queue.batches()[0].id
+
+    # --- reading the state ------------------------------------------------------------------
+
+    @property
+    def batch(self) -> Batch | None:
+        return self.queue.batch(self.batch_id) if self.batch_id else None
+
+    def files(self) -> list[QueuedFile]:
+        return self.queue.files(self.batch_id) if self.batch_id else []
+
+    def is_running(self) -> bool:
+        return self._running is not None
+
+    def running_file(self) -> int | None:
+        return self._running[1] if self._running else None
+
+    def schema_for(self, batch: Batch | None = None) -> dict[str, Any] | None:
+        """The JSON Schema a batch's results must conform to (None until the engine sent it)."""
+        batch = batch or self.batch
+        if batch is None:
+            return None
+        if batch.settings.get("schema_json"):
+            return dict(batch.settings["schema_json"])
+        choice = self.schemas.get(str(batch.settings.get("schema")))
+        return choice.schema if choice else None
+
+    # --- schemas ----------------------------------------------------------------------------
+
+    def request_schemas(self) -> None:
+        """Ask the engine for the built-in schemas once (their titles and JSON Schemas)."""
+        if self._schemas_requested:
+            return
+        self._schemas_requested = True
+        self._send(px.ListSchemas(job_id=_job_id()), self._on_schemas_listed)
+
+    def choose_schema(self, key: str) -> None:
+        if key in self.schemas:
+            self.schema = self.schemas[key]
+
+    def check_schema_file(self, path: Path) -> None:
+        """Load a user's JSON Schema file through the engine's checks; ``schema_checked`` follows."""
+        command = px.CheckSchema(job_id=_job_id(), schema=str(path))
+        self._send(command, lambda event: self._on_schema_checked(event, str(path), inline=False))
+
+    def build_schema(self, fields: list[px.FieldSpec], title: str) -> None:
+        """A schema from field names and types, checked by the engine like any other."""
+        try:
+            schema = px.schema_from_fields(fields, title=title or "Custom")
+        except ValueError as exc:
+            self.notice.emit(str(exc), "error")
+            return
+        command = px.CheckSchema(job_id=_job_id(), schema_json=schema)
+        key = f"custom:{title or 'Custom'}"
+        self._send(command, lambda event: self._on_schema_checked(event, key, inline=True))
+
+    # --- the batch ----------------------------------------------------------------------------
+
+    def settings(self) -> dict[str, Any]:
+        return {**self.schema.settings(), "two_pass": self.two_pass, "options": self.options}
+
+    def add_paths(self, paths: list[Path]) -> list[QueuedFile]:
+        """Files and folders (searched for supported files) join the current batch and start."""
+        files, skipped = supported_files(paths)
+        if skipped:
+            names = ", ".join(path.name for path in skipped[:3])
+            more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+            self.notice.emit(f"Skipped {names}{more}: not a PDF or an image.", "warning")
+        if not files:
+            return []
+        self.request_schemas()
+        batch = self.batch
+        settings = self.settings()
+        if batch is None or batch.status == BatchStatus.CANCELLED or batch.settings != settings:
+            if batch is not None and batch.status == BatchStatus.ACTIVE:
+                self.pause()  # the batch read so far waits, resumable, in the batch list
+            batch = self.queue.create_batch(settings)
+            self.batch_id = batch.id
+            self.batch_changed.emit()
+        added = self.queue.add_files(batch.id, files, never_send=self.never_send_new)
+        if batch.status == BatchStatus.DONE:
+            self.queue.resume(batch.id)
+        for file in added:
+            self.request_previews(file.id)
+        self.queue_changed.emit()
+        self._pump()
+        return added
+
+    def open_batch(self, batch_id: str) -> None:
+        if self._running is not None:
+            self.pause()
+        self.batch_id = batch_id
+        self.batch_changed.emit()
+        self.queue_changed.emit()
+
+    def pause(self) -> None:
+        if self.batch_id is None:
+            return
+        self.queue.pause(self.batch_id)
+        if self._running is not None:
+            self.client.cancel(self._running[0])  # its Finished(cancelled) requeues the file
+        self.batch_changed.emit()
+
+    def resume(self) -> None:
+        if self.batch_id is None:
+            return
+        self.queue.resume(self.batch_id)
+        self.batch_changed.emit()
+        self.queue_changed.emit()
+        self._pump()
+
+    def cancel(self) -> None:
+        if self.batch_id is None:
+            return
+        self.queue.cancel(self.batch_id)
+        if self._running is not None:
+            self.client.cancel(self._running[0])
+        self.batch_changed.emit()
+        self.queue_changed.emit()
+
+    def retry_file(self, file_id: int) -> None:
+        self.queue.retry_file(file_id)
+        self.queue_changed.emit()
+        self.batch_changed.emit()
+        self._pump()
+
+    def set_never_send(self, file_id: int, never_send: bool) -> None:
+        self.queue.set_never_send(file_id, never_send)
+        self.queue_changed.emit()
+
+    # --- engine jobs --------------------------------------------------------------------------
+
+    def _send(self, command: Any, handler: Callable[[p.Event], None]) -> None:
+        self._jobs[command.job_id] = handler
+        self.client.send(command)
+
+    @Slot(object)
+    def _on_client_event(self, event: p.Event) -> None:
+        handler = self._jobs.get(getattr(event, "job_id", None) or "")
+        if handler is None:
+            return
+        if isinstance(event, p.Finished):
+            self._jobs.pop(event.job_id, None)
+        handler(event)
+
+    def _pump(self) -> None:
+        """Send the next file if nothing is being read and the batch is active."""
+        if self._running is not None or self.batch_id is None:
+            return
+        file = self.queue.next_file(self.batch_id)
+        if file is None:
+            self.batch_changed.emit()
+            return
+        choice = self.model_choice()
+        routing = self.routing(never_send=file.never_send)
+        local_only = routing.get("policy") in (None, "local_only") and not routing.get("backend")
+        if local_only and not getattr(choice, "model", None):
+            self.queue.pause(self.batch_id)
+            self.notice.emit("Choose a model in the toolbar, then press Resume.", "warning")
+            self.batch_changed.emit()
+            return
+        batch = self.batch
+        assert batch is not None
+        self.queue.start_file(file.id)
+        command = px.Extract(
+            job_id=_job_id(),
+            path=str(file.path),
+            schema=str(batch.settings.get("schema") or "key_values"),
+            schema_json=batch.settings.get("schema_json"),
+            model=getattr(choice, "model", None) or None,
+            quant=getattr(choice, "quant", "auto"),
+            device=getattr(choice, "device", "auto"),
+            options=px.ExtractOptions(
+                two_pass=bool(batch.settings.get("two_pass", True)),
+                **(batch.settings.get("options") or {}),
+            ),
+            completed_pages=self.queue.completed_pages(file.id),
+            replot_dir=str(self.replot_dir),
+            **routing,
+        )
+        self._running = (command.job_id, file.id)
+        self.activity[file.id] = "Starting…"
+        self._send(command, lambda event: self._on_extract_event(file.id, event))
+        self.queue_changed.emit()
+        self.batch_changed.emit()
+
+    def _on_extract_event(self, file_id: int, event: p.Event) -> None:
+        if isinstance(event, p.Progress):
+            if event.stage == "page" and event.total:
+                stored = len(self.queue.pages(file_id))
+                remaining = int(event.total) - int(event.current)
+                self.queue.set_pages_total(file_id, stored + remaining)
+            if event.message:
+                self.activity[file_id] = event.message
+            self.file_progress.emit(file_id, self.activity.get(file_id, ""))
+        elif isinstance(event, p.PartialResult) and event.data.get("kind") == "page":
+            self.queue.store_page(file_id, event.data)
+            self.page_stored.emit(file_id, int(event.data["page"]))
+            self.file_progress.emit(file_id, self.activity.get(file_id, ""))
+        elif isinstance(event, p.Finished):
+            self._running = None
+            self.activity.pop(file_id, None)
+            self._on_extract_finished(file_id, event)
+            self.queue_changed.emit()
+            self.document_changed.emit(file_id)
+            self._pump()
+
+    def _on_extract_finished(self, file_id: int, event: p.Finished) -> None:
+        file = self.queue.file(file_id)
+        if file is None:
+            return
+        if event.reason in ("done", "length"):
+            self.queue.finish_file(file_id, event.result or {})
+        elif event.reason == "cancelled":
+            if file.status == FileStatus.RUNNING:  # paused, not cancelled: read the rest later
+                self.queue.requeue_file(file_id)
+        elif event.error_code == p.ErrorCode.ENGINE_DIED:
+            if file.attempts >= MAX_ENGINE_DEATHS_PER_FILE:
+                self.queue.fail_file(
+                    file_id,
+                    event.error_code,
+                    f"{event.message} It stopped {file.attempts} times on this file.",
+                )
+            else:  # the client restarts the engine and holds this until it is ready
+                self.queue.requeue_file(file_id)
+                self.notice.emit(
+                    f"The engine stopped while reading {file.name}; it was restarted and the "
+                    "batch goes on with the pages left.",
+                    "warning",
+                )
+        else:
+            self.queue.fail_file(file_id, event.error_code, event.message)
+
+    # --- previews -----------------------------------------------------------------------------
+
+    def request_previews(self, file_id: int, pages: list[int] | None = None) -> None:
+        """Render page images: the given pages, or the first ones once the page count is known."""
+        file = self.queue.file(file_id)
+        if file is None:
+            return
+        if pages is not None:
+            self._render(file, pages)
+            return
+        if file_id in self._previews_pending:
+            return
+        self._previews_pending.add(file_id)
+        command = px.InspectDocument(job_id=_job_id(), path=str(file.path))
+        self._send(command, lambda event: self._on_inspected(file, event))
+
+    def _on_inspected(self, file: QueuedFile, event: p.Event) -> None:
+        if not isinstance(event, p.Finished):
+            return
+        if event.reason == "error":
+            self._on_previews(file.id, event)
+            return
+        count = int((event.result or {}).get("page_count") or 0)
+        self.page_counts[file.id] = count
+        self._render(file, list(range(1, min(count, PREVIEW_PAGES) + 1)))
+
+    def _render(self, file: QueuedFile, pages: list[int]) -> None:
+        command = px.RenderPages(
+            job_id=_job_id(),
+            path=str(file.path),
+            out_dir=str(self.preview_dir),
+            pages=pages,
+            max_long_side=PREVIEW_LONG_SIDE,
+        )
+        self._send(command, lambda event: self._on_previews(file.id, event))
+
+    def _on_previews(self, file_id: int, event: p.Event) -> None:
+        if not isinstance(event, p.Finished):
+            return
+        self._previews_pending.discard(file_id)
+        if event.reason == "error":
+            if event.error_code != p.ErrorCode.ENGINE_DIED:
+                self.preview_errors[file_id] = event.message
+        else:
+            result = event.result or {}
+            self.page_counts[file_id] = int(result.get("page_count") or 0)
+            rendered = self.previews.setdefault(file_id, {})
+            for page in result.get("pages") or []:
+                rendered[int(page["page"])] = str(page["path"])
+        self.previews_changed.emit(file_id)
+
+    # --- edits and exports --------------------------------------------------------------------
+
+    def save_edit(self, file_id: int, page: int, data: Any) -> None:
+        """Store the user's corrected data for a page, and merge the document again."""
+        self.queue.save_edit(file_id, page, data)
+        file = self.queue.file(file_id)
+        if file is None or file.document is None:
+            return
+        document = copy.deepcopy(file.document)
+        pages = document.get("pages") or []
+        for entry in pages:
+            if entry.get("page") == page:
+                entry["data"] = data
+        if len(pages) <= 1:  # one page: the document is that page
+            document["data"] = data
+            self.queue.set_document(file_id, document)
+            self.document_changed.emit(file_id)
+            return
+        self.queue.set_document(file_id, document)
+        self._remerge(file)
+
+    def _remerge(self, file: QueuedFile) -> None:
+        """Merge the stored pages (with edits) again: an ``Extract`` with nothing left to read."""
+        batch = self.queue.batch(file.batch_id)
+        if batch is None:
+            return
+        completed = self.queue.completed_pages(file.id)
+        command = px.Extract(
+            job_id=_job_id(),
+            path=str(file.path),
+            schema=str(batch.settings.get("schema") or "key_values"),
+            schema_json=batch.settings.get("schema_json"),
+            pages=[entry["page"] for entry in completed],
+            completed_pages=completed,
+            never_send=True,
+        )
+
+        def merged(event: p.Event) -> None:
+            if isinstance(event, p.Finished) and event.reason == "done" and event.result:
+                self.queue.set_document(file.id, event.result)
+                self.document_changed.emit(file.id)
+
+        self._send(command, merged)
+
+    def export(self, fmt: str, path: Path) -> bool:
+        documents = self.queue.documents(self.batch_id) if self.batch_id else []
+        if not documents:
+            self.notice.emit("Nothing to export yet: no file has a result.", "warning")
+            return False
+        command = px.ExportResults(
+            job_id=_job_id(),
+            documents=documents,
+            format=fmt,  # type: ignore[arg-type]
+            out_path=str(path),
+        )
+
+        def exported(event: p.Event) -> None:
+            if isinstance(event, p.Finished):
+                error = event.message if event.reason == "error" else ""
+                self.export_finished.emit(str(path), error)
+
+        self._send(command, exported)
+        return True
+
+    # --- schema answers -----------------------------------------------------------------------
+
+    def _on_schemas_listed(self, event: p.Event) -> None:
+        if not isinstance(event, p.Finished):
+            return
+        if event.reason != "done":
+            self._schemas_requested = False  # ask again next time
+            return
+        for entry in (event.result or {}).get("schemas") or []:
+            name = str(entry["name"])
+            self.schemas[name] = SchemaChoice(
+                name, str(entry.get("title") or name), entry["schema"]
+            )
+        self.schema = self.schemas.get(self.schema.key, self.schema)
+        self.schemas_changed.emit()
+
+    def _on_schema_checked(self, event: p.Event, key: str, *, inline: bool) -> None:
+        if not isinstance(event, p.Finished):
+            return
+        if event.reason == "error":
+            self.notice.emit(event.message, "error")
+            return
+        result = event.result or {}
+        title = str(result.get("title") or key)
+        choice = SchemaChoice(key, title, result.get("schema"), inline=inline)
+        self.schemas[key] = choice
+        self.schema = choice
+        self.schemas_changed.emit()
+        self.schema_checked.emit(choice)
+
+
+def _job_id() -> str:
+    return uuid.uuid4().hex

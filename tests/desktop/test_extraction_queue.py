@@ -1,0 +1,191 @@
+"""The extraction queue in SQLite: batches, files and pages stored once, resume, pause, cancel, edits."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from desktop.extraction_queue import (
+    BatchStatus,
+    ExtractionQueue,
+    FileStatus,
+    file_sha256,
+    settings_key,
+)
+
+
+def page(number: int, status: str = "ok", data: object = None) -> dict:
+    return {"page": number, "status": status, "data": data or {"n": number}, "issues": []}
+
+
+@pytest.fixture
+def queue(tmp_path: Path):
+    opened = ExtractionQueue(tmp_path / "queue.sqlite3")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> list[Path]:
+    paths = []
+    for index in range(3):
+        path = tmp_path / f"doc{index}.pdf"
+        path.write_bytes(f"%PDF-1.4 document {index}".encode())
+        paths.append(path)
+    return paths
+
+
+def test_the_database_is_in_wal_mode_and_pages_are_unique_per_file(queue, files) -> None:
+    assert queue._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    batch = queue.create_batch({"schema": "table"})
+    (first, *_) = queue.add_files(batch.id, files)
+    assert queue.store_page(first.id, page(1)) is True
+    assert queue.store_page(first.id, page(1, data={"n": "changed"})) is False
+    assert queue.pages(first.id)[0].data == {"n": 1}  # the first answer is kept, never replaced
+    with pytest.raises(sqlite3.IntegrityError):  # the constraint itself, not only our code
+        queue._db.execute(
+            "INSERT INTO pages (file_id, page, status, result, stored_at) VALUES (?, 1, 'ok', '{}', 0)",
+            (first.id,),
+        )
+    assert queue.page_counts(first.id) == {1: 1}
+
+
+def test_files_are_added_once_with_their_hash_and_read_in_order(queue, files) -> None:
+    batch = queue.create_batch({"schema": "table"})
+    added = queue.add_files(batch.id, files)
+    assert [f.path for f in added] == files
+    assert added[0].sha256 == file_sha256(files[0]) and len(added[0].sha256) == 64
+    assert queue.add_files(batch.id, files[:2]) == []  # already there
+    assert queue.next_file(batch.id).path == files[0]  # type: ignore[union-attr]
+
+
+def test_a_finished_batch_is_done_and_its_documents_are_exported_in_order(queue, files) -> None:
+    batch = queue.create_batch({"schema": "table"})
+    added = queue.add_files(batch.id, files)
+    for index, file in enumerate(added):
+        queue.start_file(file.id)
+        queue.store_page(file.id, page(1))
+        if index == 1:
+            queue.fail_file(file.id, "bad_input", "doc1.pdf is empty (0 bytes).")
+        else:
+            queue.finish_file(file.id, {"file": str(file.path), "status": "ok", "pages": [page(1)]})
+    assert queue.next_file(batch.id) is None
+    assert queue.batch(batch.id).status == BatchStatus.DONE  # type: ignore[union-attr]
+    assert [d["file"] for d in queue.documents(batch.id)] == [str(files[0]), str(files[2])]
+    progress = queue.progress(batch.id)
+    assert (progress.files, progress.finished, progress.failed, progress.pages_done) == (3, 3, 1, 3)
+    failed = queue.files(batch.id)[1]
+    assert failed.status == FileStatus.FAILED and failed.error.endswith("(0 bytes).")
+
+
+def test_after_a_crash_running_files_go_back_to_the_queue_with_their_pages(
+    tmp_path: Path, files
+) -> None:
+    path = tmp_path / "crash.sqlite3"
+    queue = ExtractionQueue(path)
+    batch = queue.create_batch({"schema": "table"}, name="nightly")
+    first = queue.add_files(batch.id, files)[0]
+    queue.start_file(first.id)
+    queue.store_page(first.id, page(1))
+    queue.store_page(first.id, page(2))
+    queue._db.close()  # the process dies: no clean shutdown
+
+    again = ExtractionQueue(path)
+    assert [b.name for b in again.recover()] == ["nightly"]
+    resumed = again.next_file(batch.id)
+    assert resumed is not None and resumed.id == first.id and resumed.status == FileStatus.QUEUED
+    assert [p["page"] for p in again.completed_pages(first.id)] == [1, 2]
+    assert resumed.pages_done == 2
+    again.close()
+
+
+def test_pause_holds_the_queue_and_resume_releases_it(queue, files) -> None:
+    batch = queue.create_batch({"schema": "table"})
+    first = queue.add_files(batch.id, files)[0]
+    queue.start_file(first.id)
+    queue.pause(batch.id)
+    queue.requeue_file(first.id)
+    assert queue.next_file(batch.id) is None
+    assert queue.batch(batch.id).status == BatchStatus.PAUSED  # type: ignore[union-attr]
+    queue.resume(batch.id)
+    assert queue.next_file(batch.id).id == first.id  # type: ignore[union-attr]
+
+
+def test_cancel_ends_every_open_file_but_keeps_stored_pages(queue, files) -> None:
+    batch = queue.create_batch({"schema": "table"})
+    first = queue.add_files(batch.id, files)[0]
+    queue.start_file(first.id)
+    queue.store_page(first.id, page(1))
+    queue.cancel(batch.id)
+    assert {f.status for f in queue.files(batch.id)} == {FileStatus.CANCELLED}
+    assert queue.next_file(batch.id) is None
+    assert queue.pages(first.id)[0].page == 1
+    queue.retry_file(first.id)  # the user asks for one file again
+    assert queue.next_file(batch.id).id == first.id  # type: ignore[union-attr]
+
+
+def test_an_edit_is_kept_beside_the_answer_and_travels_back_as_the_page_data(queue, files) -> None:
+    batch = queue.create_batch({"schema": "invoice"})
+    first = queue.add_files(batch.id, files)[0]
+    queue.store_page(first.id, page(1, data={"total": 12.0}))
+    queue.save_edit(first.id, 1, {"total": 21.0})
+    stored = queue.page(first.id, 1)
+    assert stored is not None and stored.has_edit
+    assert stored.result["data"] == {"total": 12.0} and stored.data == {"total": 21.0}
+    assert queue.completed_pages(first.id)[0]["data"] == {"total": 21.0}
+    queue.save_edit(first.id, 1, None)  # "cleared to null" is an edit too
+    assert queue.page(first.id, 1).data is None  # type: ignore[union-attr]
+    queue.clear_edit(first.id, 1)
+    assert queue.page(first.id, 1).data == {"total": 12.0}  # type: ignore[union-attr]
+
+
+def test_a_changed_file_forgets_its_pages_and_is_read_again(queue, files) -> None:
+    batch = queue.create_batch({"schema": "table"})
+    first = queue.add_files(batch.id, files)[0]
+    queue.store_page(first.id, page(1))
+    queue.finish_file(first.id, {"status": "ok", "pages": [page(1)]})
+    assert queue.refresh_sha(first.id) is False
+    files[0].write_bytes(b"%PDF-1.4 a new version")
+    assert queue.refresh_sha(first.id) is True
+    changed = queue.file(first.id)
+    assert changed is not None and changed.status == FileStatus.QUEUED
+    assert changed.pages_done == 0 and changed.document is None
+
+
+def test_unfinished_batches_are_found_by_their_settings_and_names_are_unique(queue) -> None:
+    settings = {"inputs": ["/a"], "schema": "table", "model": "m"}
+    assert settings_key(settings) == settings_key(dict(reversed(settings.items())))
+    batch = queue.create_batch(settings, name="mine")
+    assert queue.unfinished_batch(settings_key(settings)).id == batch.id  # type: ignore[union-attr]
+    assert queue.unfinished_batch(settings_key({**settings, "model": "n"})) is None
+    queue.set_batch_status(batch.id, BatchStatus.DONE)
+    assert queue.unfinished_batch(settings_key(settings)) is None  # a finished one is not resumed
+    with pytest.raises(sqlite3.IntegrityError):
+        queue.create_batch(settings, name="mine")
+
+
+def test_two_connections_storing_the_same_pages_at_once_store_each_page_once(
+    tmp_path: Path, files
+) -> None:
+    path = tmp_path / "shared.sqlite3"
+    setup = ExtractionQueue(path)
+    batch = setup.create_batch({"schema": "table"})
+    file_id = setup.add_files(batch.id, files)[0].id
+    results: list[bool] = []
+
+    def writer() -> None:
+        queue = ExtractionQueue(path)
+        results.extend(queue.store_page(file_id, page(n)) for n in range(1, 41))
+        queue.close()
+
+    threads = [threading.Thread(target=writer) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(results) == 40  # each page went in exactly once, whoever got there first
+    assert setup.page_counts(file_id) == {n: 1 for n in range(1, 41)}
+    setup.close()
