@@ -189,6 +189,7 @@ class MainWindow(QMainWindow):
         session.draft_changed.connect(lambda: view.set_draft_attachments(session.draft_attachments))
         session.busy_changed.connect(view.set_busy)
         session.notice.connect(view.show_notice)
+        session.cloud_consent_needed.connect(self._on_session_cloud_consent_needed)
         view.send_requested.connect(self._on_view_send_requested)
         view.stop_requested.connect(session.stop)
         view.retry_requested.connect(self._on_view_retry_requested)
@@ -345,6 +346,19 @@ class MainWindow(QMainWindow):
             job_id=uuid.uuid4().hex, provider=provider, base_url=base_url or None
         )
         self.run_side_job(command, lambda f: self.settings_view.show_finished(provider, f))
+
+    @Slot(str, str)
+    def _on_session_cloud_consent_needed(self, message_id: str, sentence: str) -> None:
+        """Policy "local, then ask": nothing leaves the machine without this yes."""
+        answer = QMessageBox.question(
+            self,
+            "Send to a cloud service?",
+            f"{sentence}\n\nSend this conversation, images included, for this answer only?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        if answer == QMessageBox.StandardButton.Yes:
+            self.session.send_to_cloud(message_id)
 
     @Slot(str)
     def _on_models_use_requested(self, model: str) -> None:

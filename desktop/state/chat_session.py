@@ -15,6 +15,7 @@ from desktop.engine_client import EngineClient
 from desktop.state.model_catalog import ModelChoice
 from desktop.storage import Attachment, Conversation, Message, MessageStatus, Storage
 from engine import protocol as p
+from engine.protocol.cloud import CLOUD_ONLY, CONSENT_NEEDED
 
 log = logging.getLogger("visiondesk.chat")
 
@@ -54,6 +55,8 @@ class ChatSession(QObject):
     draft_changed = Signal()
     busy_changed = Signal(bool)
     notice = Signal(str)  # a sentence for the user that is not part of any answer
+    # "Local, then ask before cloud": the local model could not answer; message id, sentence.
+    cloud_consent_needed = Signal(str, str)
 
     def __init__(
         self,
@@ -179,8 +182,11 @@ class ChatSession(QObject):
         self._start_job(answer)
         return True
 
-    def retry(self, message_id: str) -> bool:
-        """Ask again for an answer that failed or was interrupted, with the same history."""
+    def retry(self, message_id: str, **routing: Any) -> bool:
+        """Ask again for an answer that failed or was interrupted, with the same history.
+
+        ``routing`` overrides the Settings' routing for this attempt only (e.g. the user's yes
+        to sending one answer to the cloud: ``policy="cloud_only"``)."""
         answer = next((m for m in self.messages if m.id == message_id), None)
         if answer is None or answer.status not in MessageStatus.RETRYABLE:
             return False
@@ -190,8 +196,12 @@ class ChatSession(QObject):
         answer.error_code, answer.error_message, answer.provenance = None, "", {}
         self._storage.save_message(answer)
         self.message_updated.emit(answer)
-        self._start_job(answer)
+        self._start_job(answer, routing)
         return True
+
+    def send_to_cloud(self, message_id: str) -> bool:
+        """The user's yes to "local, then ask before cloud": ask the cloud for this answer."""
+        return self.retry(message_id, policy=CLOUD_ONLY)
 
     def stop(self) -> None:
         for job_id in list(self._jobs):
@@ -208,7 +218,7 @@ class ChatSession(QObject):
             return False
         return True
 
-    def _start_job(self, answer: Message) -> None:
+    def _start_job(self, answer: Message, routing: dict[str, Any] | None = None) -> None:
         history = self.messages[: self.messages.index(answer)]
         choice = self.model_choice
         job_id = self._client.start_chat(
@@ -216,7 +226,7 @@ class ChatSession(QObject):
             model=choice.model,
             quant=choice.quant,
             device=choice.device,
-            **self.routing(),
+            **{**self.routing(), **(routing or {})},
         )
         self._jobs[job_id] = answer
         self.activity_changed.emit(answer.id, "Waiting for the engine…")
@@ -270,6 +280,8 @@ class ChatSession(QObject):
         if message.conversation_id == self.conversation_id:
             self.message_updated.emit(message)
         self.busy_changed.emit(self.busy)
+        if finished.error_code == CONSENT_NEEDED:
+            self.cloud_consent_needed.emit(message.id, message.error_message)
 
     @Slot()
     def _on_repaint_timer_timeout(self) -> None:

@@ -42,6 +42,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--hang-on-chat", action="store_true", help="never answer, ignore Cancel")
     parser.add_argument("--garbage", action="store_true", help="interleave non-protocol lines")
     parser.add_argument("--error-on-chat", metavar="CODE:SENTENCE")
+    parser.add_argument(
+        "--unless-cloud-only",
+        action="store_true",
+        help="…but answer a chat whose policy is cloud_only",
+    )
     parser.add_argument("--protocol-version", type=int, default=p.PROTOCOL_VERSION)
     parser.add_argument("--backend", default="fake", help="the backend named in results")
     parser.add_argument("--gpu-name", default="Fake GPU")
@@ -145,7 +150,9 @@ class FakeEngine:
             )
             self.gpu.free_memory = (24 << 30) - (5 << 29) - (1 << 29)
         self.status("busy", [chat.job_id])
-        if self.args.error_on_chat:
+        if self.args.error_on_chat and not (
+            self.args.unless_cloud_only and chat.policy == "cloud_only"
+        ):
             code, _, sentence = self.args.error_on_chat.partition(":")
             self.finish(
                 p.Finished(job_id=chat.job_id, reason="error", error_code=code, message=sentence)
