@@ -23,6 +23,7 @@ class LoadSpec:
     device: str = "auto"
     allow_pickle: bool = False
     trust_remote_code: bool = False
+    adapter: str | None = None  # a fine-tuned adapter over the base: another adapter reloads
 
     @classmethod
     def from_command(cls, command: p.LoadModel | p.Chat) -> LoadSpec:
@@ -33,6 +34,7 @@ class LoadSpec:
             device=command.device,
             allow_pickle=getattr(command, "allow_pickle", False),
             trust_remote_code=getattr(command, "trust_remote_code", False),
+            adapter=getattr(command, "adapter", None),
         )
 
 
@@ -99,7 +101,7 @@ class Runtime:
     def _matches(self, spec: LoadSpec) -> bool:
         if self.spec is None or self.backend is None:
             return False
-        if spec.model != self.spec.model:
+        if spec.model != self.spec.model or spec.adapter != self.spec.adapter:
             return False
         info = self.backend.info()
         # "auto" matches whatever auto resolved to when the resident model was loaded.

@@ -280,6 +280,11 @@ def _load_pretrained(
     quant_config = quantization_config(quant, dtype)
     if quant_config is not None:
         _require_bitsandbytes(quant)
+    if spec.adapter and quant_config is not None:
+        from engine.finetune.adapters import skip_modules_for
+
+        # An adapter's fully trained projector cannot sit on 4-bit layers: keep what it names whole.
+        quant_config.llm_int8_skip_modules = skip_modules_for(spec.adapter) or None
     device_map = {"": 0} if device == "cuda" else {"": device}
     log.info("loading %s (%s, %s on %s)", resolved.path, resolved.model_type, quant, device)
     try:
@@ -299,6 +304,10 @@ def _load_pretrained(
         if error.code == "out_of_memory":
             raise error from exc
         raise ModelNotFound(f"Could not load {resolved.name}: {exc}") from exc
+    if spec.adapter:
+        from engine.finetune.adapters import apply_adapter
+
+        model = apply_adapter(model, spec.adapter)  # peft adapter over the (quantised) base
     model.eval()
     return model, processor
 

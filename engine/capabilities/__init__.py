@@ -40,6 +40,11 @@ def _register_builtin() -> None:
     from engine.capabilities.extract import register_handlers as register_extract
 
     register_extract(register)  # extraction, document inspection, schemas, exports
+    from engine.capabilities.finetune import FINETUNE_JOBS, register_finetune
+
+    register_finetune(register)  # datasets, plans, training (in its own process), adapters
+    IO_LANE.update(FINETUNE_JOBS)  # they run in child processes, never on the resident model
+
     IO_LANE.update(
         {
             p.models.DownloadModel,

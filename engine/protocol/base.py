@@ -112,6 +112,7 @@ class LoadModel(Command, tag="load_model"):
     device: DeviceChoice = "auto"
     allow_pickle: bool = False
     trust_remote_code: bool = False
+    adapter: str | None = None  # a fine-tuned adapter folder applied over the base
 
 
 class Chat(Command, tag="chat"):
@@ -131,6 +132,7 @@ class Chat(Command, tag="chat"):
     base_url: str | None = None  # the remote server's URL, or a provider endpoint override
     policy: str | None = None  # local_only (default) | local_then_ask | local_then_cloud | …
     never_send: bool = False  # the conversation or document must never leave this machine
+    adapter: str | None = None  # a fine-tuned adapter folder applied over the base model
 
 
 class Cancel(Command, tag="cancel"):

@@ -1,0 +1,156 @@
+"""``visiondesk finetune``: plan, train, Ctrl-C stops and saves, ``--resume`` finishes the run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.engine.test_finetune_data import make_colour_dataset
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_colour_dataset(tmp_path_factory.mktemp("colours") / "data", 8)
+
+
+def test_plan_shows_each_setting_with_its_reason(
+    run_cli: Callable[..., subprocess.CompletedProcess[str]],
+    tiny_model: Callable[[str], Path],
+    data: Path,
+) -> None:
+    result = run_cli(
+        "finetune",
+        "--model",
+        str(tiny_model("llava")),
+        "--data",
+        str(data),
+        "--plan",
+        "--rank",
+        "8",
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Teaches the model your answers" in out and "8 training rows, 0 held out" in out
+    assert "rank                     8" in out and "(yours)" in out
+    assert "full precision: 4-bit saves GPU memory, and there is no GPU" in out
+    assert "memory:" in out and "activations" in out
+    assert "too few to hold any out" in out
+
+
+def test_training_writes_an_adapter_and_a_finished_run_cannot_be_resumed(
+    run_cli: Callable[..., subprocess.CompletedProcess[str]],
+    tiny_model: Callable[[str], Path],
+    data: Path,
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "run"
+    result = run_cli(
+        "finetune",
+        "--model",
+        str(tiny_model("llava")),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--max-steps",
+        "3",
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"adapter saved to {out / 'adapter'} (step 3" in result.stdout
+    assert "step 3/3" in result.stderr and "eval loss" in result.stderr
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    again = run_cli("finetune", "--resume", str(out))
+    assert again.returncode == 3 and "nothing to resume" in again.stderr
+    busy = run_cli(
+        "finetune", "--model", str(tiny_model("llava")), "--data", str(data), "--out", str(out)
+    )
+    assert busy.returncode == 3 and "is not empty" in busy.stderr
+
+
+def test_bad_input_and_model_problems_have_their_exit_codes(
+    run_cli: Callable[..., subprocess.CompletedProcess[str]],
+    tiny_model: Callable[[str], Path],
+    tmp_path: Path,
+    data: Path,
+) -> None:
+    missing = run_cli(
+        "finetune", "--model", str(tiny_model("llava")), "--data", str(tmp_path / "nope"), "--plan"
+    )
+    assert missing.returncode == 3 and "Dataset folder not found" in missing.stderr
+    no_model = run_cli(
+        "finetune", "--model", str(tmp_path / "no-model"), "--data", str(data), "--plan"
+    )
+    assert no_model.returncode == 4 and "not found" in no_model.stderr
+    usage = run_cli("finetune", "--data", str(data))
+    assert usage.returncode == 2 and "--model and --data are required" in usage.stderr
+
+
+def test_ctrl_c_stops_and_saves_and_resume_finishes_the_run(
+    tiny_model: Callable[[str], Path], data: Path, tmp_path: Path, tiny_cache: Path
+) -> None:
+    out = tmp_path / "run"
+    env = dict(os.environ, VISIONDESK_DATA_DIR=str(tmp_path / "home"))
+    command = [
+        sys.executable,
+        "-m",
+        "desktop.main",
+        "finetune",
+        "--model",
+        str(tiny_model("llava")),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--epochs",
+        "20",
+        "--json",
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    assert process.stdout is not None
+    deadline = time.monotonic() + 240
+    for line in process.stdout:
+        event = json.loads(line)
+        if event["type"] == "progress" and event["stage"] == "training" and event["current"] >= 3:
+            process.send_signal(signal.SIGINT)  # what Ctrl-C does
+            break
+        assert time.monotonic() < deadline
+    rest, stderr = process.communicate(timeout=240)
+    assert process.returncode == 130, stderr
+    finished = [json.loads(line) for line in rest.splitlines() if '"finished"' in line][-1]
+    assert finished["reason"] == "cancelled" and finished["result"]["run"]["resumable"]
+    stopped_at = finished["result"]["run"]["step"]
+    assert 3 <= stopped_at < 80
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    resumed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "desktop.main",
+            "finetune",
+            "--resume",
+            str(out),
+            "--max-steps",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        input="",
+    )
+    # --max-steps belongs to a new run; a resume continues the run exactly as it was planned
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed at step {stopped_at} (step-{stopped_at:08d})" in resumed.stderr
+    assert "(step 80" in resumed.stdout
