@@ -30,6 +30,7 @@ from desktop.storage import MessageStatus, Storage
 from desktop.views.chat import ChatView
 from desktop.views.conversation_list import ConversationList
 from desktop.views.extract import ExtractView
+from desktop.views.finetune_page import FinetunePage
 from desktop.views.model_picker import ModelPicker
 from desktop.views.models import ModelsView
 from desktop.views.navigation import NavigationRail
@@ -222,6 +223,9 @@ class MainWindow(QMainWindow):
             settings=self.settings,
         )
         self.add_page("extract", "Extract", self.extract_view, "Documents and charts to data")
+        self.finetune_page = FinetunePage(self.client, models=self._known_models)
+        self.finetune_page.session.use_adapter_requested.connect(self._on_finetune_use_adapter)
+        self.add_page("finetune", "Fine-tune", _scrolling(self.finetune_page), "Teach a model")
         self.models_view = ModelsView(self.client, settings=self.settings)
         self.models_view.use_model_requested.connect(self._on_models_use_requested)
         self.add_page(
@@ -359,6 +363,15 @@ class MainWindow(QMainWindow):
         )
         if answer == QMessageBox.StandardButton.Yes:
             self.session.send_to_cloud(message_id)
+
+    def _known_models(self) -> list[str]:
+        return [entry.model for entry in self.catalog.entries()]
+
+    @Slot(str, str)
+    def _on_finetune_use_adapter(self, model: str, adapter: str) -> None:
+        self._on_models_use_requested(model)
+        self.session.adapter = adapter
+        self.chat_view.show_notice(f"Chat now uses the adapter in {Path(adapter).name}.")
 
     @Slot(str)
     def _on_models_use_requested(self, model: str) -> None:

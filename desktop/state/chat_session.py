@@ -76,6 +76,7 @@ class ChatSession(QObject):
         # Routing fields of each chat (backend, policy, never_send…); set by the window from
         # the Settings. Empty means the engine's default: local only.
         self.routing: Callable[[], dict[str, Any]] = dict
+        self.adapter: str | None = None  # a LoRA adapter folder applied over the chosen model
         self._jobs: dict[str, Message] = {}  # job id -> the assistant message it writes
         self._dirty: set[str] = set()
         self._repaint_timer = QTimer(self, singleShot=True, interval=repaint_interval_ms)
@@ -122,6 +123,8 @@ class ChatSession(QObject):
     # -- the draft ------------------------------------------------------------------------
 
     def set_model_choice(self, choice: ModelChoice) -> None:
+        if choice.model != self.model_choice.model:
+            self.adapter = None  # an adapter belongs to the base model it was trained on
         self.model_choice = choice
 
     def attach_files(self, paths: list[Path]) -> list[Path]:
@@ -218,6 +221,13 @@ class ChatSession(QObject):
             return False
         return True
 
+    def _chat_fields(self, routing: dict[str, Any] | None) -> dict[str, Any]:
+        """The Chat's routing fields (Settings, then this attempt's override) and adapter."""
+        fields: dict[str, Any] = {**self.routing(), **(routing or {})}
+        if self.adapter:
+            fields["adapter"] = self.adapter
+        return fields
+
     def _start_job(self, answer: Message, routing: dict[str, Any] | None = None) -> None:
         history = self.messages[: self.messages.index(answer)]
         choice = self.model_choice
@@ -226,7 +236,7 @@ class ChatSession(QObject):
             model=choice.model,
             quant=choice.quant,
             device=choice.device,
-            **{**self.routing(), **(routing or {})},
+            **self._chat_fields(routing),
         )
         self._jobs[job_id] = answer
         self.activity_changed.emit(answer.id, "Waiting for the engine…")

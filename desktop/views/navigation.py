@@ -15,7 +15,7 @@ class NavigationRail(QWidget):
         super().__init__(parent)
         self.setObjectName("navigationRail")
         self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
-        self.setFixedWidth(92)
+        self.setFixedWidth(108)
         self._layout = QVBoxLayout(self)
         self._layout.setContentsMargins(8, 12, 8, 12)
         self._layout.setSpacing(6)
@@ -41,7 +41,7 @@ class NavigationRail(QWidget):
             button.sizePolicy().horizontalPolicy(), button.sizePolicy().verticalPolicy()
         )
         button.setMinimumHeight(40)
-        button.setMinimumWidth(76)
+        button.setMinimumWidth(92)
         button.clicked.connect(lambda _checked=False, k=key: self.page_selected.emit(k))
         self._group.addButton(button)
         self._buttons[key] = button

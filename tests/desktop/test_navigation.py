@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from PySide6.QtCore import Qt
 
 from desktop.settings_store import POLICY
@@ -30,3 +31,19 @@ def test_a_chat_carries_the_routing_policy_chosen_in_settings(
     sent = chats(command_log)[-1]
     assert sent.policy == "local_then_cloud" and sent.backend == window.cloud_settings.provider
     assert sent.never_send is False
+
+
+@pytest.mark.qt_log_ignore("propagateSizeHints", "does not support raise")  # the offscreen platform has no stacking
+def test_using_a_trained_adapter_switches_chat_to_it(
+    qtbot, make_window, command_log, tmp_path
+) -> None:
+    window = make_window()
+    wizard = window.finetune_page.open_wizard()
+    assert wizard.isVisible()
+    wizard.close()
+    adapter = tmp_path / "run" / "adapter"
+    window.finetune_page.session.use_adapter_requested.emit("fake-org/fake-vlm", str(adapter))
+    assert window.current_page() == "chat" and window.session.adapter == str(adapter)
+    assert window.send_message("Does it know my forms now?")
+    qtbot.waitUntil(lambda: not window.session.busy, timeout=10_000)
+    assert chats(command_log)[-1].adapter == str(adapter)
