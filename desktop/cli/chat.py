@@ -17,6 +17,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("chat", help="ask a model about one or more images")
     parser.add_argument("prompt", help="the question or instruction")
     parser.add_argument("--model", default=None, help="local model folder or Hugging Face repo id")
+    parser.add_argument(
+        "--adapter", default=None, metavar="DIR", help="a LoRA adapter trained with `finetune`"
+    )
     parser.add_argument("--image", action="append", default=[], metavar="IMG", help="repeatable")
     parser.add_argument("--system", default=None, help="an optional system message")
     parser.add_argument("--quant", choices=["auto", "nf4", "int8", "none"], default="auto")
@@ -67,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
             max_new_tokens=args.max_new_tokens,
             seed=args.seed,
         ),
+        adapter=str(Path(args.adapter).expanduser().resolve()) if args.adapter else None,
         **routing,
     )
     try:

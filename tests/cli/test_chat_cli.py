@@ -29,8 +29,18 @@ def test_make_demo_then_chat_prints_generated_text(run_cli, tmp_path, picture) -
     assert (demo / "config.json").is_file() and any(demo.glob("*.safetensors"))
     assert "random" in made.stderr.lower()
     chat = run_cli(
-        "chat", "--model", str(demo), "--quant", "nf4", "--device", "cpu",
-        "--image", str(picture), "--max-new-tokens", "8", "hi",
+        "chat",
+        "--model",
+        str(demo),
+        "--quant",
+        "nf4",
+        "--device",
+        "cpu",
+        "--image",
+        str(picture),
+        "--max-new-tokens",
+        "8",
+        "hi",
     )
     assert chat.returncode == 0, chat.stderr
     assert chat.stdout.strip(), "no generated text"
@@ -38,8 +48,19 @@ def test_make_demo_then_chat_prints_generated_text(run_cli, tmp_path, picture) -
 
 def test_json_mode_prints_one_event_per_line(run_cli, tiny_model, picture) -> None:
     result = run_cli(
-        "chat", "--model", str(tiny_model("qwen2_vl")), "--quant", "nf4", "--device", "cpu",
-        "--image", str(picture), "--max-new-tokens", "6", "--json", "describe",
+        "chat",
+        "--model",
+        str(tiny_model("qwen2_vl")),
+        "--quant",
+        "nf4",
+        "--device",
+        "cpu",
+        "--image",
+        str(picture),
+        "--max-new-tokens",
+        "6",
+        "--json",
+        "describe",
     )
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
@@ -49,18 +70,24 @@ def test_json_mode_prints_one_event_per_line(run_cli, tiny_model, picture) -> No
     assert streamed == events[-1]["result"]["text"]
 
 
-def test_a_corrupt_image_exits_3_with_one_clear_line(run_cli, tiny_model, tmp_path, picture) -> None:
+def test_a_corrupt_image_exits_3_with_one_clear_line(
+    run_cli, tiny_model, tmp_path, picture
+) -> None:
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(picture.read_bytes()[:60])
     result = run_cli("chat", "--model", str(tiny_model("llava")), "--image", str(corrupt), "hi")
     assert result.returncode == 3
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "corrupt.png" in lines[0] and lines[0].startswith("visiondesk: error:")
+    assert (
+        len(lines) == 1 and "corrupt.png" in lines[0] and lines[0].startswith("visiondesk: error:")
+    )
     assert result.stdout == ""
 
 
 def test_a_missing_image_exits_3(run_cli, tiny_model, tmp_path) -> None:
-    result = run_cli("chat", "--model", str(tiny_model("llava")), "--image", str(tmp_path / "no.png"), "hi")
+    result = run_cli(
+        "chat", "--model", str(tiny_model("llava")), "--image", str(tmp_path / "no.png"), "hi"
+    )
     assert result.returncode == 3 and "not found" in result.stderr
 
 
@@ -101,3 +128,11 @@ def test_usage_errors_exit_2(run_cli) -> None:
     assert run_cli("chat", "hi").returncode == 2  # --model missing
     assert run_cli("chat", "--model", "m", "--quant", "fp3", "hi").returncode == 2
     assert run_cli("frobnicate").returncode == 2
+
+
+def test_a_missing_adapter_folder_is_a_clear_error(run_cli, tiny_model, tmp_path, picture) -> None:
+    result = run_cli(
+        "chat", "--model", str(tiny_model("llava")), "--adapter", str(tmp_path / "no-adapter"),
+        "--device", "cpu", "--image", str(picture), "hi",
+    )  # fmt: skip
+    assert result.returncode == 3 and "Adapter folder not found" in result.stderr
