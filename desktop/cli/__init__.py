@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from desktop.cli import chat, exit_codes, extract, finetune, models
+from desktop.cli import chat, exit_codes, extract, finetune, models, search
 from engine.protocol import ENGINE_VERSION
 
 
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_parser(subparsers)
     extract.add_parser(subparsers)
     models.add_parser(subparsers)
+    search.add_parser(subparsers)
     finetune.add_parser(subparsers)
     return parser
 

@@ -40,6 +40,9 @@ def _register_builtin() -> None:
     from engine.capabilities.extract import register_handlers as register_extract
 
     register_extract(register)  # extraction, document inspection, schemas, exports
+    from engine.capabilities.search import register_search
+
+    register_search(register)  # index folders, query, status, tags, thumbnails
     from engine.capabilities.finetune import FINETUNE_JOBS, register_finetune
 
     register_finetune(register)  # datasets, plans, training (in its own process), adapters
@@ -60,6 +63,9 @@ def _register_builtin() -> None:
             p.extract.ListSchemas,
             p.extract.CheckSchema,
             p.extract.ExportResults,
+            # Search: reading the index (SQLite in WAL mode) never waits behind an index run.
+            p.search.SearchStatus,
+            p.search.GetThumbnails,
         }
     )
 
