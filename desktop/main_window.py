@@ -34,6 +34,7 @@ from desktop.views.finetune_page import FinetunePage
 from desktop.views.model_picker import ModelPicker
 from desktop.views.models import ModelsView
 from desktop.views.navigation import NavigationRail
+from desktop.views.search import SearchView
 from desktop.views.settings import SettingsView
 from desktop.views.status_bar import EngineStatusBar
 from engine import protocol as p
@@ -223,6 +224,10 @@ class MainWindow(QMainWindow):
             settings=self.settings,
         )
         self.add_page("extract", "Extract", self.extract_view, "Documents and charts to data")
+        self.search_view = SearchView(self.client, paths.data_dir())
+        self.search_view.chat_about_image.connect(self._on_search_chat_about_image)
+        self.search_view.extract_from_image.connect(self._on_search_extract_from_image)
+        self.add_page("search", "Search", _padded(self.search_view), "Find images by meaning")
         self.finetune_page = FinetunePage(self.client, models=self._known_models)
         self.finetune_page.session.use_adapter_requested.connect(self._on_finetune_use_adapter)
         self.add_page("finetune", "Fine-tune", _scrolling(self.finetune_page), "Teach a model")
@@ -363,6 +368,19 @@ class MainWindow(QMainWindow):
         )
         if answer == QMessageBox.StandardButton.Yes:
             self.session.send_to_cloud(message_id)
+
+    @Slot(str)
+    def _on_search_chat_about_image(self, path: str) -> None:
+        """A found image becomes an attachment of a new conversation."""
+        self.session.new_conversation()
+        self.session.attach_files([Path(path)])
+        self.show_page("chat")
+        self.chat_view.composer.edit.setFocus()
+
+    @Slot(str)
+    def _on_search_extract_from_image(self, path: str) -> None:
+        self.extract_view.add_paths([Path(path)])
+        self.show_page("extract")
 
     def _known_models(self) -> list[str]:
         return [entry.model for entry in self.catalog.entries()]

@@ -33,7 +33,9 @@ def test_a_chat_carries_the_routing_policy_chosen_in_settings(
     assert sent.never_send is False
 
 
-@pytest.mark.qt_log_ignore("propagateSizeHints", "does not support raise")  # the offscreen platform has no stacking
+@pytest.mark.qt_log_ignore(
+    "propagateSizeHints", "does not support raise"
+)  # the offscreen platform has no stacking
 def test_using_a_trained_adapter_switches_chat_to_it(
     qtbot, make_window, command_log, tmp_path
 ) -> None:
@@ -47,3 +49,16 @@ def test_using_a_trained_adapter_switches_chat_to_it(
     assert window.send_message("Does it know my forms now?")
     qtbot.waitUntil(lambda: not window.session.busy, timeout=10_000)
     assert chats(command_log)[-1].adapter == str(adapter)
+
+
+def test_a_found_image_goes_to_chat_or_to_extraction(qtbot, make_window, tmp_path) -> None:
+    from tests.desktop.helpers import make_image
+
+    window = make_window(start=False)
+    image = make_image(tmp_path / "receipt.png")
+    window.search_view.chat_about_image.emit(str(image))
+    assert window.current_page() == "chat"
+    assert [a.name for a in window.session.draft_attachments] == ["receipt.png"]
+    window.search_view.extract_from_image.emit(str(image))
+    assert window.current_page() == "extract"
+    assert [f.path.name for f in window.extract_view.session.files()] == ["receipt.png"]
