@@ -13,7 +13,9 @@ APP_NAME = "VisionDesk"
 def data_dir() -> Path:
     """The data folder (database, attachments). ``VISIONDESK_DATA_DIR`` overrides it."""
     override = os.environ.get("VISIONDESK_DATA_DIR")
-    path = Path(override) if override else Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+    path = (
+        Path(override) if override else Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+    )
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -42,7 +42,9 @@ EVENTS: list[p.Event] = [
     p.Finished(job_id="j", reason="done", result={"text": "x", "n": 1}),
     p.EngineStatus(
         state="busy",
-        loaded=p.ModelInfo(model="m", path="/m", family="llava", quant="nf4", device="cpu", dtype="f"),
+        loaded=p.ModelInfo(
+            model="m", path="/m", family="llava", quant="nf4", device="cpu", dtype="f"
+        ),
     ),
     p.ProtocolError(code="malformed", message="bad", line="{"),
 ]
@@ -86,7 +88,9 @@ def test_unknown_fields_are_ignored_so_newer_peers_can_add_fields() -> None:
 
 
 def test_defaults_fill_fields_an_older_peer_does_not_send() -> None:
-    command = p.decode_command(b'{"type":"chat","job_id":"a","messages":[{"role":"user","text":"hi"}]}')
+    command = p.decode_command(
+        b'{"type":"chat","job_id":"a","messages":[{"role":"user","text":"hi"}]}'
+    )
     assert isinstance(command, p.Chat)
     assert command.sampling == p.Sampling() and command.model is None
     assert command.messages[0].images == []

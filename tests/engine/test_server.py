@@ -51,7 +51,9 @@ def test_handshake_reports_versions_and_devices(engine) -> None:
     assert welcome.devices[-1].kind == "cpu" and welcome.devices[-1].total_memory
 
 
-def test_malformed_and_unknown_lines_get_a_protocol_error_and_the_engine_keeps_serving(engine) -> None:
+def test_malformed_and_unknown_lines_get_a_protocol_error_and_the_engine_keeps_serving(
+    engine,
+) -> None:
     send(engine, p.encode(p.Hello(protocol_version=p.PROTOCOL_VERSION)))
     assert isinstance(read_event(engine), p.Welcome)
     for bad in (b"{not json", b'{"type":"teleport"}', b'{"type":"chat","job_id":1}', b"\xff\xfe"):
@@ -100,7 +102,10 @@ def test_a_stray_print_in_the_engine_goes_to_stderr_not_the_protocol_stream() ->
         "s.serve=serve; s.main()"
     )
     proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     out, err = proc.communicate(p.encode(p.Hello(protocol_version=p.PROTOCOL_VERSION)), timeout=60)
     assert b"library noise" in err
