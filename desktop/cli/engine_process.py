@@ -7,10 +7,11 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+from desktop.paths import data_dir
 from engine import protocol as p
 
 HANDSHAKE_TIMEOUT_S = 120.0
@@ -113,3 +114,40 @@ class EngineProcess:
 
 def new_job_id() -> str:
     return uuid.uuid4().hex
+
+
+def run_one_job(
+    command: Any,
+    on_event: Callable[[p.Event], None] | None = None,
+    cancel_hint: str = "",
+) -> p.Finished | None:
+    """Run one job in a fresh engine and return its ``Finished``.
+
+    Ctrl-C cancels the job and waits for its end; None means the engine itself failed (the
+    reason is already on stderr)."""
+    try:
+        with EngineProcess(data_dir() / "logs" / "engine.log") as engine:
+            engine.send(command)
+            try:
+                return _until_finished(engine, command.job_id, on_event)
+            except KeyboardInterrupt:
+                engine.send(p.Cancel(job_id=command.job_id))
+                hint = f"; {cancel_hint}" if cancel_hint else ""
+                print(f"\nvisiondesk: cancelling{hint}", file=sys.stderr)
+                return _until_finished(engine, command.job_id, None)
+    except EngineGone as exc:
+        print(f"visiondesk: error: {exc}", file=sys.stderr)
+        return None
+
+
+def _until_finished(
+    engine: EngineProcess, job_id: str, on_event: Callable[[p.Event], None] | None
+) -> p.Finished:
+    for event in engine.events():
+        if getattr(event, "job_id", None) != job_id:
+            continue
+        if on_event is not None:
+            on_event(event)
+        if isinstance(event, p.Finished):
+            return event
+    raise EngineGone("The engine process stopped.")  # events() raises first

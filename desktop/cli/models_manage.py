@@ -11,15 +11,13 @@ import json
 import re
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
 from desktop import catalogue as cat
 from desktop.cli import exit_codes
-from desktop.cli.engine_process import EngineGone, EngineProcess, new_job_id
+from desktop.cli.engine_process import new_job_id, run_one_job
 from desktop.paths import data_dir
 from engine import protocol as p
 from engine.protocol import models as pm
@@ -110,7 +108,7 @@ def run_plan(args: argparse.Namespace) -> int:
         fetch_config=args.fetch,
         trust_remote_code=args.trust_remote_code,
     )
-    finished = _run(command)
+    finished = run_one_job(command)
     if finished is None or finished.reason != "done" or finished.result is None:
         return _failed(finished)
     plan = msgspec.convert(finished.result["plan"], pm.MemoryPlan)
@@ -147,7 +145,7 @@ def run_download(args: argparse.Namespace) -> int:
         elif isinstance(event, p.Progress):
             reporter.show(event.message)
 
-    finished = _run(command, show, cancel_hint="run the same command again to resume")
+    finished = run_one_job(command, show, cancel_hint="run the same command again to resume")
     reporter.done()
     if finished is None:
         return exit_codes.FAILED
@@ -172,7 +170,7 @@ def run_list(args: argparse.Namespace) -> int:
     root = managed_root()
     if root.is_dir():
         folders += [str(child) for child in sorted(root.iterdir()) if child.is_dir()]
-    finished = _run(
+    finished = run_one_job(
         pm.ListInstalled(job_id=new_job_id(), folders=folders, cache_dir=args.cache_dir)
     )
     if finished is None or finished.reason != "done" or finished.result is None:
@@ -212,7 +210,7 @@ def run_delete(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         managed_root=str(managed_root()),
     )
-    finished = _run(command)
+    finished = run_one_job(command)
     if finished is None or finished.reason != "done" or finished.result is None:
         return _failed(finished)
     freed = pm.format_bytes(finished.result["freed_bytes"])
@@ -237,7 +235,7 @@ def run_import(args: argparse.Namespace) -> int:
         if isinstance(event, p.Progress) and event.total:
             reporter.show(f"{event.message} · {event.current / event.total:.0%}")
 
-    finished = _run(command, show)
+    finished = run_one_job(command, show)
     reporter.done()
     if finished is None or finished.reason != "done" or finished.result is None:
         return _failed(finished)
@@ -256,7 +254,7 @@ def run_load(args: argparse.Namespace) -> int:
         allow_pickle=args.allow_pickle,
         trust_remote_code=args.trust_remote_code,
     )
-    finished = _run(command)
+    finished = run_one_job(command)
     if finished is None or finished.reason != "done" or finished.result is None:
         return _failed(finished)
     info = finished.result["model"]
@@ -295,40 +293,6 @@ def run_catalogue(args: argparse.Namespace) -> int:
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-
-def _run(
-    command: Any,
-    on_event: Callable[[p.Event], None] | None = None,
-    cancel_hint: str = "",
-) -> p.Finished | None:
-    """Run one job in a fresh engine; None if the engine itself failed (already reported)."""
-    try:
-        with EngineProcess(data_dir() / "logs" / "engine.log") as engine:
-            engine.send(command)
-            try:
-                return _until_finished(engine, command.job_id, on_event)
-            except KeyboardInterrupt:
-                engine.send(p.Cancel(job_id=command.job_id))
-                hint = f"; {cancel_hint}" if cancel_hint else ""
-                print(f"\nvisiondesk: cancelled{hint}", file=sys.stderr)
-                return _until_finished(engine, command.job_id, None)
-    except EngineGone as exc:
-        print(f"visiondesk: error: {exc}", file=sys.stderr)
-        return None
-
-
-def _until_finished(
-    engine: EngineProcess, job_id: str, on_event: Callable[[p.Event], None] | None
-) -> p.Finished:
-    for event in engine.events():
-        if getattr(event, "job_id", None) != job_id:
-            continue
-        if on_event is not None:
-            on_event(event)
-        if isinstance(event, p.Finished):
-            return event
-    raise EngineGone("The engine process stopped.")  # events() raises first; for type checkers
 
 
 def _failed(finished: p.Finished | None) -> int:

@@ -6,13 +6,11 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from desktop.cli import exit_codes
-from desktop.cli.engine_process import EngineGone, EngineProcess, new_job_id
+from desktop.cli.engine_process import new_job_id, run_one_job
 from desktop.paths import data_dir
 from engine import protocol as p
 from engine.protocol import search as ps
@@ -90,7 +88,9 @@ def run_index(args: argparse.Namespace) -> int:
         device=args.device,
     )
     line = _ProgressLine()
-    finished = _run(command, None if args.json else line.show, "run the same command to resume")
+    finished = run_one_job(
+        command, None if args.json else line.show, "run the same command to resume"
+    )
     line.clear()
     if finished is None or finished.reason == "error":
         return _failed(finished)
@@ -138,7 +138,7 @@ def run_query(args: argparse.Namespace) -> int:
         quant=args.quant,
         device=args.device,
     )
-    finished = _run(command)
+    finished = run_one_job(command)
     if finished is None or finished.reason != "done":
         return _failed(finished)
     result = finished.result or {}
@@ -163,7 +163,7 @@ def run_status(args: argparse.Namespace) -> int:
     command = ps.SearchStatus(
         job_id=new_job_id(), data_dir=str(data_dir()), skipped_limit=max(0, args.skipped)
     )
-    finished = _run(command)
+    finished = run_one_job(command)
     if finished is None or finished.reason != "done":
         return _failed(finished)
     status = ps.decode_status(finished.result)
@@ -208,7 +208,7 @@ def run_tag(args: argparse.Namespace) -> int:
         quant=args.quant,
         device=args.device,
     )
-    finished = _run(command)
+    finished = run_one_job(command)
     if finished is None or finished.reason != "done":
         return _failed(finished)
     result = finished.result or {}
@@ -230,7 +230,7 @@ def run_forget(args: argparse.Namespace) -> int:
         data_dir=str(data_dir()),
         folders=[str(Path(folder).expanduser().resolve()) for folder in args.folders],
     )
-    finished = _run(command)
+    finished = run_one_job(command)
     if finished is None or finished.reason != "done":
         return _failed(finished)
     result = finished.result or {}
@@ -242,38 +242,6 @@ def run_forget(args: argparse.Namespace) -> int:
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-def _run(
-    command: Any, on_event: Callable[[p.Event], None] | None = None, cancel_hint: str = ""
-) -> p.Finished | None:
-    """Run one job in a fresh engine; None if the engine itself failed (already reported)."""
-    try:
-        with EngineProcess(data_dir() / "logs" / "engine.log") as engine:
-            engine.send(command)
-            try:
-                return _until_finished(engine, command.job_id, on_event)
-            except KeyboardInterrupt:
-                engine.send(p.Cancel(job_id=command.job_id))
-                hint = f"; {cancel_hint}" if cancel_hint else ""
-                print(f"\nvisiondesk: cancelling{hint}", file=sys.stderr)
-                return _until_finished(engine, command.job_id, None)
-    except EngineGone as exc:
-        print(f"visiondesk: error: {exc}", file=sys.stderr)
-        return None
-
-
-def _until_finished(
-    engine: EngineProcess, job_id: str, on_event: Callable[[p.Event], None] | None
-) -> p.Finished:
-    for event in engine.events():
-        if getattr(event, "job_id", None) != job_id:
-            continue
-        if on_event is not None:
-            on_event(event)
-        if isinstance(event, p.Finished):
-            return event
-    raise EngineGone("The engine process stopped.")
 
 
 def _failed(finished: p.Finished | None) -> int:
