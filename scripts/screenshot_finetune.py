@@ -26,7 +26,8 @@ from PySide6.QtGui import QColor, QImage, QPainter  # noqa: E402
 
 from desktop.app import create_application  # noqa: E402
 from desktop.engine_client import EngineClient  # noqa: E402
-from desktop.views.finetune_wizard import FinetuneSession, FinetuneWizard  # noqa: E402
+from desktop.state.finetune import FinetuneSession  # noqa: E402
+from desktop.views.finetune_wizard import FinetuneWizard  # noqa: E402
 
 PICTURES = {
     "invoice-acme": ("#1d4ed8", "Invoice from ACME Tools, total 1,240.00 EUR, due 12 March."),

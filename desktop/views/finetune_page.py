@@ -7,7 +7,8 @@ from collections.abc import Callable
 from PySide6.QtCore import Qt, Slot
 from PySide6.QtWidgets import QLabel, QPushButton, QVBoxLayout, QWidget
 
-from desktop.views.finetune_wizard import EngineLike, FinetuneSession, FinetuneWizard
+from desktop.state.finetune import EngineLike, FinetuneSession
+from desktop.views.finetune_wizard import FinetuneWizard
 
 INTRO = (
     "<h2>Teach a model your own examples</h2>"

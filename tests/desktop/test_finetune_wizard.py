@@ -10,7 +10,8 @@ import pytest
 from PySide6.QtWidgets import QPushButton, QWizard
 
 from desktop.engine_client import EngineClient
-from desktop.views.finetune_wizard import FinetuneSession, FinetuneWizard
+from desktop.state.finetune import FinetuneSession
+from desktop.views.finetune_wizard import FinetuneWizard
 from engine.protocol import finetune as pf
 from tests.desktop.helpers import make_image
 
