@@ -1,0 +1,223 @@
+"""Local decode speed on a GPU: plain ``generate`` against each faster path, one run per shape.
+
+    python bench/decode_gpu.py [--shapes llava-1.5-7b qwen2-vl-7b] [--tokens 256]
+    python bench/decode_gpu.py --tiny llava --device cpu      # a quick smoke run of the script
+
+For each real shape (random bf16 weights, written once and loaded through the engine's own
+loading code in NF4) it measures, with one 336-px-class image and a short question:
+
+- ``plain``: ``model.generate`` with the dynamic cache (the baseline);
+- ``static_cache``: the same with ``cache_implementation="static"``;
+- ``turn2``: a short follow-up about the same image through the engine's backend, which reuses
+  the conversation's KV cache (time to first token only).
+
+Time to first token and decode tokens/s over ``--tokens`` new tokens (``min_new_tokens`` forces
+the full length), and the peak memory of each path. The last columns compare decode speed with
+the baseline and with the memory-bandwidth limit: weight bytes read once per token at the copy
+bandwidth this GPU measures. Prints a table; writes JSON to ``bench/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def copy_bandwidth(device: str) -> float:
+    """Bytes per second of a large device-to-device copy (read + write)."""
+    import torch
+
+    size = 1 << 30 if device == "cuda" else 1 << 26
+    source = torch.empty(size, dtype=torch.uint8, device=device)
+    target = torch.empty_like(source)
+    target.copy_(source)
+    _sync(device)
+    started = time.perf_counter()
+    for _ in range(5):
+        target.copy_(source)
+    _sync(device)
+    return 2 * size * 5 / (time.perf_counter() - started)
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _peak_reset(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak(device: str) -> int:
+    import torch
+
+    return int(torch.cuda.max_memory_allocated()) if device == "cuda" else 0
+
+
+class _FirstToken:
+    """A streamer that only notes when the first new token arrives."""
+
+    def __init__(self) -> None:
+        self.prompt_seen = False
+        self.first_at: float | None = None
+
+    def put(self, value: Any) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+        elif self.first_at is None:
+            self.first_at = time.perf_counter()
+
+    def end(self) -> None:
+        pass
+
+
+def time_generate(backend: Any, inputs: Any, tokens: int, device: str, **extra: Any) -> dict:
+    import torch
+
+    from engine import protocol as p
+
+    kwargs = backend.generation_kwargs(p.Sampling())
+    kwargs.update(max_new_tokens=tokens, min_new_tokens=tokens, **extra)
+    with torch.inference_mode():
+        backend.model.generate(**inputs, **{**kwargs, "max_new_tokens": 8, "min_new_tokens": 8})
+    _sync(device)
+    _peak_reset(device)
+    streamer = _FirstToken()
+    started = time.perf_counter()
+    with torch.inference_mode():
+        output = backend.model.generate(**inputs, **kwargs, streamer=streamer)
+    _sync(device)
+    ended = time.perf_counter()
+    new = int(output.shape[-1] - inputs["input_ids"].shape[-1])
+    first = streamer.first_at or ended
+    return {
+        "ttft_s": first - started,
+        "decode_tokens_per_s": (new - 1) / (ended - first) if new > 1 and ended > first else None,
+        "new_tokens": new,
+        "peak_bytes": _peak(device),
+    }
+
+
+def time_follow_up(backend: Any, image: str, device: str) -> dict:
+    from engine import protocol as p
+
+    first = [p.ChatMessage(role="user", text="Describe this image.", images=[image])]
+    answer = backend.chat(first, p.Sampling(max_new_tokens=32), on_text=lambda _t: None,
+                          cancelled=lambda: False)  # fmt: skip
+    follow_up = [*first, p.ChatMessage(role="assistant", text=answer.text),
+                 p.ChatMessage(role="user", text="What colour is it?")]  # fmt: skip
+    _peak_reset(device)
+    result = backend.chat(follow_up, p.Sampling(max_new_tokens=8), on_text=lambda _t: None,
+                          cancelled=lambda: False)  # fmt: skip
+    return {
+        "ttft_s": result.time_to_first_token_s,
+        "turn1_ttft_s": answer.time_to_first_token_s,
+        "cached_tokens": result.cached_tokens,
+        "prompt_tokens": result.prompt_tokens,
+        "peak_bytes": _peak(device),
+    }
+
+
+def run_shape(name: str, workdir: Path, tokens: int, device: str, tiny: str | None) -> dict:
+    import torch
+    from PIL import Image
+
+    from engine.backends.local_hf import LocalHFBackend
+    from engine.runtime import LoadSpec
+
+    if tiny:
+        from engine.testing import tiny_model_path
+
+        folder, size = tiny_model_path(tiny), (64, 48)
+    else:
+        from bench.memory_plan_gpu import IMAGE_SIZE, _fill_random_weights, write_shaped
+
+        folder, size = write_shaped(name, workdir / name), IMAGE_SIZE[name]
+        _fill_random_weights(folder)
+    image = workdir / f"{name}.png"
+    Image.new("RGB", size, (90, 140, 200)).save(image)
+    quant = "nf4"
+    backend = LocalHFBackend.load(LoadSpec(model=str(folder), quant=quant, device=device))
+    weight_bytes = int(backend.model.get_memory_footprint())
+    from engine import protocol as p
+
+    inputs = backend.build_inputs(
+        [p.ChatMessage(role="user", text="Describe this image.", images=[str(image)])]
+    )
+    rows = {
+        "plain": time_generate(backend, inputs, tokens, device),
+        "static_cache": time_generate(
+            backend, inputs, tokens, device, cache_implementation="static"
+        ),
+        "turn2": time_follow_up(backend, str(image), device),
+    }
+    backend.close()
+    del backend
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    if not tiny:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {"shape": tiny or name, "weight_bytes": weight_bytes, "paths": rows}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", nargs="+", default=["llava-1.5-7b", "qwen2-vl-7b"])
+    parser.add_argument("--tokens", type=int, default=256)
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    parser.add_argument("--tiny", default=None, help="a tiny family instead of real shapes")
+    parser.add_argument("--out", default="bench/results/decode_gpu.json")
+    args = parser.parse_args()
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("bench/decode_gpu.py needs a CUDA GPU (or --tiny F --device cpu).", file=sys.stderr)
+        return 2
+    bandwidth = copy_bandwidth(args.device)
+    gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
+    workdir = Path(tempfile.mkdtemp(prefix="decode-bench-"))
+    shapes = [args.tiny] if args.tiny else args.shapes
+    report: dict[str, Any] = {"device": gpu, "copy_bandwidth_bytes_per_s": bandwidth, "shapes": []}
+    header = f"{'shape':<16}{'path':<14}{'ttft ms':>9}{'tok/s':>9}{'x base':>8}{'% bw':>7}{'peak GiB':>10}"
+    print(f"{gpu}; copy bandwidth {bandwidth / 1e9:.0f} GB/s")
+    print(header)
+    try:
+        for name in shapes:
+            shape = run_shape(name, workdir, args.tokens, args.device, args.tiny)
+            limit = bandwidth / shape["weight_bytes"]
+            base = shape["paths"]["plain"]["decode_tokens_per_s"]
+            for path, row in shape["paths"].items():
+                rate = row.get("decode_tokens_per_s")
+                row["ratio_to_plain"] = rate / base if rate and base else None
+                row["fraction_of_bandwidth_limit"] = rate / limit if rate else None
+                print(
+                    f"{shape['shape']:<16}{path:<14}{(row['ttft_s'] or 0) * 1e3:>9.1f}"
+                    f"{rate or 0:>9.1f}{row['ratio_to_plain'] or 0:>8.2f}"
+                    f"{(row['fraction_of_bandwidth_limit'] or 0) * 100:>7.1f}"
+                    f"{row['peak_bytes'] / 2**30:>10.2f}"
+                )
+            report["shapes"].append(shape)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
