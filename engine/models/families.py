@@ -29,7 +29,6 @@ FAMILY_QUIRKS: dict[str, Quirks] = {
         prompt_format="prefix", reuse_prefix=False, note="prefix prompt: the image, then the task"
     ),
     "blip-2": Quirks(prompt_format="plain", reuse_prefix=False, note="no chat template"),
-    "blip_2": Quirks(prompt_format="plain", reuse_prefix=False, note="no chat template"),
     "instructblip": Quirks(prompt_format="plain", reuse_prefix=False, note="no chat template"),
     "idefics": Quirks(
         prompt_format="plain", reuse_prefix=False, note="Flamingo-style gated cross-attention"
