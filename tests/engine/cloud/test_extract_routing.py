@@ -12,28 +12,9 @@ from engine.protocol import cloud as c
 from engine.protocol import extract as px
 from tests.engine.harness import job_id
 from tests.engine.sample_documents import write_chart_png, write_pdf
-from tests.engine.wire.stack import CloudStack, LoggedEngine, finished
+from tests.engine.wire.stack import finished
 
 TABLE = {"title": "Parts", "header": ["Name", "Qty"], "rows": [["Bolt", "10"], ["Nut", "5"]]}
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    servers = CloudStack(tmp_path_factory.mktemp("cloud"))
-    yield servers
-    servers.close()
-
-
-@pytest.fixture(scope="module")
-def engine(stack):
-    harness = LoggedEngine(stack.env(), stack.folder / "engine.log")
-    yield harness
-    harness.close()
-
-
-@pytest.fixture(autouse=True)
-def fresh(stack):
-    stack.reset()
 
 
 @pytest.fixture(scope="module")
