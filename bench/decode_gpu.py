@@ -8,6 +8,10 @@ loading code in NF4) it measures, with one 336-px-class image and a short questi
 
 - ``plain``: ``model.generate`` with the dynamic cache (the baseline);
 - ``static_cache``: the same with ``cache_implementation="static"``;
+- ``engine_eager``: the engine's own static-cache loop (``engine.backends.static_decode``)
+  with every step run eagerly;
+- ``engine_graph``: the same loop with the decode step replayed as a CUDA graph (the engine's
+  default on NVIDIA GPUs), streaming through the engine's incremental detokeniser;
 - ``turn2``: a short follow-up about the same image through the engine's backend, which reuses
   the conversation's KV cache (time to first token only).
 
@@ -112,6 +116,50 @@ def time_generate(backend: Any, inputs: Any, tokens: int, device: str, **extra: 
     }
 
 
+def time_engine(backend: Any, inputs: Any, tokens: int, device: str, graphs: bool) -> dict:
+    """The engine's static-cache loop, as a chat would run it, forced to ``tokens`` new tokens."""
+    import torch
+    from transformers import LogitsProcessorList
+
+    from engine import protocol as p
+    from engine.backends.streaming import CancelCriteria, IncrementalStreamer
+
+    if not backend.set_static_decode(True, use_graphs=graphs):
+        return {"ttft_s": None, "decode_tokens_per_s": None, "peak_bytes": 0, "skipped": True}
+    sampling = p.Sampling(max_new_tokens=tokens)
+    prompt = int(inputs["input_ids"].shape[-1])
+
+    def run(limit: int) -> tuple[list[int], IncrementalStreamer]:
+        backend.prefix_cache.clear()  # each run prefills the whole prompt, as a first turn does
+        streamer = IncrementalStreamer(backend.tokenizer, lambda _text: None)
+        stop = CancelCriteria(lambda: len(streamer.token_ids) >= limit)
+        with torch.inference_mode():
+            new, _cached = backend._decode_static(
+                inputs, (), sampling, LogitsProcessorList(), streamer, stop, min_new_tokens=tokens
+            )
+        return new, streamer
+
+    backend.decoder.reserve(prompt + tokens)
+    run(8)  # warm-up: kernels, and on CUDA the capture of the decode step
+    _sync(device)
+    _peak_reset(device)
+    started = time.perf_counter()
+    new, streamer = run(tokens)
+    _sync(device)
+    ended = time.perf_counter()
+    first = streamer.first_token_at or ended
+    decoder = backend.decoder
+    return {
+        "ttft_s": first - started,
+        "decode_tokens_per_s": (len(new) - 1) / (ended - first) if len(new) > 1 else None,
+        "new_tokens": len(new),
+        "peak_bytes": _peak(device),
+        "cache_capacity": decoder.capacity,
+        "graph_steps": decoder.steps_replayed,
+        "graph_error": decoder.graph_error,
+    }
+
+
 def time_follow_up(backend: Any, image: str, device: str) -> dict:
     from engine import protocol as p
 
@@ -132,7 +180,15 @@ def time_follow_up(backend: Any, image: str, device: str) -> dict:
     }
 
 
-def run_shape(name: str, workdir: Path, tokens: int, device: str, tiny: str | None) -> dict:
+def _flush(rows: dict) -> None:
+    """Each path's numbers as soon as they exist (a long run may be cut short)."""
+    name, row = next(reversed(rows.items()))
+    print(f"  {name}: {json.dumps(row, default=str)}", flush=True)
+
+
+def run_shape(
+    name: str, workdir: Path, tokens: int, device: str, tiny: str | None, keep: bool = False
+) -> dict:
     import torch
     from PIL import Image
 
@@ -147,7 +203,8 @@ def run_shape(name: str, workdir: Path, tokens: int, device: str, tiny: str | No
         from bench.memory_plan_gpu import IMAGE_SIZE, _fill_random_weights, write_shaped
 
         folder, size = write_shaped(name, workdir / name), IMAGE_SIZE[name]
-        _fill_random_weights(folder)
+        if not list(folder.glob("*.safetensors")):
+            _fill_random_weights(folder)
     image = workdir / f"{name}.png"
     Image.new("RGB", size, (90, 140, 200)).save(image)
     quant = "nf4"
@@ -158,21 +215,39 @@ def run_shape(name: str, workdir: Path, tokens: int, device: str, tiny: str | No
     inputs = backend.build_inputs(
         [p.ChatMessage(role="user", text="Describe this image.", images=[str(image)])]
     )
-    rows = {
-        "plain": time_generate(backend, inputs, tokens, device),
-        "static_cache": time_generate(
-            backend, inputs, tokens, device, cache_implementation="static"
-        ),
-        "turn2": time_follow_up(backend, str(image), device),
-    }
+    backend.set_static_decode(False)
+    rows = {"plain": time_generate(backend, inputs, tokens, device)}
+    _flush(rows)
+    rows["static_cache"] = time_generate(
+        backend, inputs, tokens, device, cache_implementation="static"
+    )
+    _flush(rows)
+    if device == "cuda":
+        rows["engine_eager"] = time_engine(backend, inputs, tokens, device, graphs=False)
+        _flush(rows)
+    rows["engine_graph"] = time_engine(backend, inputs, tokens, device, graphs=True)
+    _flush(rows)
+    rows["turn2"] = time_follow_up(backend, str(image), device)
     backend.close()
     del backend
     gc.collect()
     if device == "cuda":
         torch.cuda.empty_cache()
-    if not tiny:
+    if not tiny and not keep:
         shutil.rmtree(folder, ignore_errors=True)
     return {"shape": tiny or name, "weight_bytes": weight_bytes, "paths": rows}
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in ("torch", "transformers", "bitsandbytes"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "missing"
+    return found
 
 
 def main() -> int:
@@ -182,6 +257,9 @@ def main() -> int:
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--tiny", default=None, help="a tiny family instead of real shapes")
     parser.add_argument("--out", default="bench/results/decode_gpu.json")
+    parser.add_argument(
+        "--workdir", default=None, help="keep the random-weight models here for other benchmarks"
+    )
     args = parser.parse_args()
     import torch
 
@@ -190,15 +268,23 @@ def main() -> int:
         return 2
     bandwidth = copy_bandwidth(args.device)
     gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
-    workdir = Path(tempfile.mkdtemp(prefix="decode-bench-"))
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="decode-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     shapes = [args.tiny] if args.tiny else args.shapes
-    report: dict[str, Any] = {"device": gpu, "copy_bandwidth_bytes_per_s": bandwidth, "shapes": []}
+    report: dict[str, Any] = {
+        "device": gpu,
+        "copy_bandwidth_bytes_per_s": bandwidth,
+        "versions": _versions(),
+        "shapes": [],
+    }
     header = f"{'shape':<16}{'path':<14}{'ttft ms':>9}{'tok/s':>9}{'x base':>8}{'% bw':>7}{'peak GiB':>10}"
     print(f"{gpu}; copy bandwidth {bandwidth / 1e9:.0f} GB/s")
     print(header)
     try:
         for name in shapes:
-            shape = run_shape(name, workdir, args.tokens, args.device, args.tiny)
+            shape = run_shape(
+                name, workdir, args.tokens, args.device, args.tiny, keep=bool(args.workdir)
+            )
             limit = bandwidth / shape["weight_bytes"]
             base = shape["paths"]["plain"]["decode_tokens_per_s"]
             for path, row in shape["paths"].items():
@@ -212,8 +298,11 @@ def main() -> int:
                     f"{row['peak_bytes'] / 2**30:>10.2f}"
                 )
             report["shapes"].append(shape)
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     return 0

@@ -263,7 +263,7 @@ def _fill_random_weights(folder: Path) -> None:
     torch.cuda.empty_cache()
 
 
-def measure(name: str, workdir: Path, tokens: int) -> dict[str, Any]:
+def measure(name: str, workdir: Path, tokens: int, keep: bool = False) -> dict[str, Any]:
     import torch
     from PIL import Image
 
@@ -290,7 +290,8 @@ def measure(name: str, workdir: Path, tokens: int) -> dict[str, Any]:
         detect_devices(),
     )
     started = time.perf_counter()
-    _fill_random_weights(folder)
+    if not list(folder.glob("*.safetensors")):  # another benchmark may have written them
+        _fill_random_weights(folder)
     torch.cuda.reset_peak_memory_stats()
     backend = LocalHFBackend.load(LoadSpec(model=str(folder), quant="nf4", device="cuda"))
     load_peak = torch.cuda.max_memory_allocated()
@@ -309,7 +310,8 @@ def measure(name: str, workdir: Path, tokens: int) -> dict[str, Any]:
     del backend
     gc.collect()
     torch.cuda.empty_cache()
-    shutil.rmtree(folder, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(folder, ignore_errors=True)
     measured = max(load_peak, answer_peak)
     error = (plan.allocated_bytes - measured) / measured
     return {
@@ -348,7 +350,7 @@ def main() -> int:
         )
         return 2
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="vd-memplan-"))
-    rows = [measure(name, workdir, args.tokens) for name in args.shapes]
+    rows = [measure(name, workdir, args.tokens, keep=bool(args.workdir)) for name in args.shapes]
     gib = 1024**3
     print(f"GPU: {torch.cuda.get_device_name(0)}")
     header = f"{'shape':<16}{'image':>10}{'weights':>10}{'resident':>10}{'planned':>10}{'peak':>10}{'error':>9}"

@@ -12,6 +12,7 @@ from typing import Any
 
 from engine.backends.base import CancelCheck, GenerationResult, TextSink
 from engine.backends.prefix_cache import PrefixCache, image_key, image_token_ids
+from engine.backends.static_decode import StaticDecoder, decode
 from engine.documents.images import load_image
 from engine.errors import BadInput, ModelNotFound, Unsupported, classify
 from engine.models.families import Quirks, quirks_for
@@ -83,6 +84,10 @@ class LocalHFBackend:
         self.quirks: Quirks = quirks_for(resolved.model_type)
         self.prefix_cache = PrefixCache(_prefix_budget(device))
         self._image_token_ids = image_token_ids(model.config)
+        # The static-cache loop (CUDA graphs on NVIDIA GPUs) where the family supports it; on
+        # the CPU plain generate() is as fast, so it is used there unless asked for.
+        self.decoder: StaticDecoder | None = None
+        self.set_static_decode(device == "cuda")
         self._info = ModelInfo(
             model=resolved.name,
             path=str(resolved.path),
@@ -110,8 +115,39 @@ class LocalHFBackend:
     def info(self) -> ModelInfo:
         return self._info
 
+    def set_static_decode(self, enabled: bool, use_graphs: bool | None = None) -> bool:
+        """Use the engine's static-cache decode loop (True) or ``generate`` (False).
+
+        Returns whether the static loop is now in use: families whose generation needs more than
+        the KV cache between steps keep ``generate``."""
+        self.prefix_cache.clear()
+        if self.decoder is not None:
+            self.decoder.release()
+        self.decoder = None
+        if enabled and self.quirks.static_decode:
+            self.decoder = StaticDecoder(self.model, mrope=self.quirks.mrope, use_graphs=use_graphs)
+        return self.decoder is not None
+
+    def warm_up(self) -> None:
+        """Allocate the cache and capture the decode step once, before the first request."""
+        if self.decoder is None or not self.decoder.use_graphs:
+            return
+        from engine.backends.static_decode import BUCKET
+
+        self.decoder.reserve(4 * BUCKET)  # a chat with one image fits; longer ones re-capture
+        self.chat(
+            [ChatMessage(role="user", text="Hello")],
+            Sampling(max_new_tokens=3, temperature=0.0),
+            on_text=lambda _text: None,
+            cancelled=lambda: False,
+        )
+        self.prefix_cache.clear()
+
     def close(self) -> None:
         self.prefix_cache.clear()
+        if self.decoder is not None:
+            self.decoder.release()
+        self.decoder = None
         self.model = None
         self.processor = None
 
@@ -171,7 +207,7 @@ class LocalHFBackend:
         json_schema: dict[str, Any] | None = None,
     ) -> GenerationResult:
         import torch
-        from transformers import LogitsProcessorList, StoppingCriteriaList
+        from transformers import LogitsProcessorList
 
         from engine.backends.streaming import CancelCriteria, IncrementalStreamer
 
@@ -180,9 +216,51 @@ class LocalHFBackend:
             processors.append(self._json_processor(json_schema))
         started = time.perf_counter()
         inputs = self.build_inputs(messages)
-        prompt_ids = inputs["input_ids"][0].tolist()
-        prompt_tokens = len(prompt_ids)
         images = tuple(image_key(path) for message in messages for path in message.images)
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        streamer = IncrementalStreamer(self.tokenizer, on_text)
+        stop = CancelCriteria(cancelled)
+        try:
+            with torch.inference_mode():
+                if self.decoder is not None:
+                    new_ids, cached_tokens = self._decode_static(
+                        inputs, images, sampling, processors, streamer, stop
+                    )
+                else:
+                    new_ids, cached_tokens = self._generate(
+                        inputs, images, sampling, processors, streamer, stop
+                    )
+        except Exception as exc:
+            self.prefix_cache.clear()
+            raise classify(exc) from exc
+        prompt_tokens = int(inputs["input_ids"].shape[-1])
+        text = streamer.finish(self.tokenizer.decode(new_ids, skip_special_tokens=True))
+        first = streamer.first_token_at
+        return GenerationResult(
+            text=text,
+            reason=self._finish_reason(new_ids, sampling, stop.triggered),
+            token_ids=new_ids,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=len(new_ids),
+            cached_tokens=cached_tokens,
+            time_to_first_token_s=(first - started) if first else None,
+            seconds=time.perf_counter() - started,
+        )
+
+    def _generate(
+        self,
+        inputs: Any,
+        images: tuple[str, ...],
+        sampling: Sampling,
+        processors: Any,
+        streamer: Any,
+        stop: Any,
+    ) -> tuple[list[int], int]:
+        """transformers' ``generate``, reusing the last conversation's dynamic cache."""
+        from transformers import StoppingCriteriaList
+
+        prompt_ids = inputs["input_ids"][0].tolist()
         reuse = None
         if self.quirks.reuse_prefix:
             reuse = self.prefix_cache.take(prompt_ids, images, self._image_token_ids)
@@ -197,41 +275,96 @@ class LocalHFBackend:
                 "attention_mask": inputs["attention_mask"],
                 "cache": cache,
             }
-        streamer = IncrementalStreamer(self.tokenizer, on_text)
-        stop = CancelCriteria(cancelled)
-        if sampling.seed is not None:
-            torch.manual_seed(sampling.seed)
-        try:
-            with torch.inference_mode():
-                output = self.model.generate(
-                    **generate_inputs,
-                    **self.generation_kwargs(sampling),
-                    streamer=streamer,
-                    stopping_criteria=StoppingCriteriaList([stop]),
-                    logits_processor=processors,
-                    return_dict_in_generate=True,
-                )
-        except Exception as exc:
-            self.prefix_cache.clear()
-            raise classify(exc) from exc
+        output = self.model.generate(
+            **generate_inputs,
+            **self.generation_kwargs(sampling),
+            streamer=streamer,
+            stopping_criteria=StoppingCriteriaList([stop]),
+            logits_processor=processors,
+            return_dict_in_generate=True,
+        )
         sequence = output.sequences[0]
         kept = getattr(output, "cache", None)
         if self.quirks.reuse_prefix and kept is not None:
             covered = int(kept.get_seq_length())
             self.prefix_cache.store(sequence[:covered].tolist(), images, kept)
-        new_ids = sequence[prompt_tokens:].tolist()
-        text = streamer.finish(self.tokenizer.decode(new_ids, skip_special_tokens=True))
-        first = streamer.first_token_at
-        return GenerationResult(
-            text=text,
-            reason=self._finish_reason(new_ids, sampling, stop.triggered),
-            token_ids=new_ids,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=len(new_ids),
-            cached_tokens=cached_tokens,
-            time_to_first_token_s=(first - started) if first else None,
-            seconds=time.perf_counter() - started,
+        return sequence[len(prompt_ids) :].tolist(), cached_tokens
+
+    def _decode_static(
+        self,
+        inputs: Any,
+        images: tuple[str, ...],
+        sampling: Sampling,
+        processors: Any,
+        streamer: Any,
+        stop: Any,
+        min_new_tokens: int = 0,
+    ) -> tuple[list[int], int]:
+        """The engine's own loop: static cache kept between turns, decode step as a CUDA graph."""
+        decoder = self.decoder
+        assert decoder is not None
+        input_ids = inputs["input_ids"]
+        prompt_ids = input_ids[0].tolist()
+        kept = decoder.reserve(len(prompt_ids) + sampling.max_new_tokens)
+        cached_tokens = 0
+        if kept and self.quirks.reuse_prefix:
+            reuse = self.prefix_cache.take(prompt_ids, images, self._image_token_ids)
+            if reuse is not None and reuse[0] is decoder.cache:
+                cached_tokens = reuse[1]  # take() has cut the cache back to the shared prefix
+        self.prefix_cache.clear()
+        if cached_tokens == 0:
+            decoder.rewind(0)
+            forward = {key: value for key, value in inputs.items() if key != "labels"}
+        else:
+            # Only the new tokens: the images and the conversation so far are in the cache.
+            forward = {"input_ids": input_ids[:, cached_tokens:]}
+        streamer.put(input_ids)
+        first_logits = decoder.prefill(forward)
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        try:
+            new_ids = decode(
+                decoder,
+                first_logits,
+                input_ids,
+                max_new_tokens=sampling.max_new_tokens,
+                processors=self._sampling_processors(sampling, processors),
+                sample=sampling.temperature > 0,
+                eos_ids=eos_ids,
+                on_token=streamer.put,
+                should_stop=lambda: bool(stop(input_ids, None)[0]),
+                min_new_tokens=min_new_tokens,
+            )
+        except Exception:
+            decoder.rewind(0)
+            raise
+        if self.quirks.reuse_prefix:
+            covered = decoder.length()
+            self.prefix_cache.store((prompt_ids + new_ids)[:covered], images, decoder.cache)
+        return new_ids, cached_tokens
+
+    def _sampling_processors(self, sampling: Sampling, extra: Any) -> Any:
+        """The processors ``generate`` would apply, in its order: penalties, ours, warpers."""
+        from transformers import (
+            LogitsProcessorList,
+            RepetitionPenaltyLogitsProcessor,
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
         )
+
+        processors = LogitsProcessorList()
+        if sampling.repetition_penalty != 1.0:
+            processors.append(RepetitionPenaltyLogitsProcessor(sampling.repetition_penalty))
+        processors.extend(extra)
+        if sampling.temperature > 0:
+            processors.append(TemperatureLogitsWarper(sampling.temperature))
+            top_k = self.model.generation_config.top_k
+            if top_k:
+                processors.append(TopKLogitsWarper(top_k))
+            if sampling.top_p < 1.0:
+                processors.append(TopPLogitsWarper(sampling.top_p))
+        return processors
 
     def _json_processor(self, json_schema: dict[str, Any]) -> Any:
         """A fresh xgrammar processor for this call: its matcher holds this answer's state."""

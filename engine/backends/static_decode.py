@@ -1,0 +1,177 @@
+"""Decoding with a static KV cache; on an NVIDIA GPU each one-token step replays a CUDA graph.
+
+Plain ``generate`` with a bitsandbytes 4-bit model spends most of a decode step launching
+kernels from Python: a 7B model runs ~1,500 small kernels per token. transformers' own compile
+path refuses bitsandbytes 4-bit, so the engine keeps its own loop:
+
+- the KV cache is a ``StaticCache`` allocated once per model in buckets of ``BUCKET`` tokens
+  (so its tensors keep their addresses), and the conversation's prefix stays in it between
+  turns (``engine.backends.prefix_cache`` decides how much of it a request may reuse);
+- prefill is an ordinary eager forward over the new tokens;
+- the one-token decode step reads its input from a fixed buffer and writes logits to a fixed
+  buffer. On CUDA the first step of a cache runs eagerly (warm-up) and is then captured with
+  ``torch.cuda.CUDAGraph``; every later step is one ``graph.replay()``. Positions come from the
+  cache's own on-device length counter, so the graph needs no host values at all.
+- logits processors and sampling run outside the graph with transformers' own processors, so
+  greedy output equals ``generate`` token for token, and JSON-schema constraints still apply.
+
+On the CPU the same loop runs eagerly (no graph); the engine uses it there only when asked,
+since ``generate`` is as fast on the CPU (``bench/engine_overhead.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+BUCKET = 256  # cache capacity grows in steps of this many tokens
+
+
+def capacity_for(tokens: int, limit: int | None = None) -> int:
+    """The cache size for ``tokens``: rounded up to a bucket, never above the model's limit."""
+    size = -(-tokens // BUCKET) * BUCKET
+    return min(size, limit) if limit else size
+
+
+class StaticDecoder:
+    """A model's static KV cache and its captured decode step."""
+
+    def __init__(self, model: Any, *, mrope: bool = False, use_graphs: bool | None = None) -> None:
+        import torch
+
+        self.model = model
+        self.device = model.device
+        self.mrope = mrope  # Qwen2-VL family: 3-D positions = text position + the image's delta
+        on_cuda = self.device.type == "cuda"
+        self.use_graphs = on_cuda if use_graphs is None else (use_graphs and on_cuda)
+        self.cache: Any = None
+        self.capacity = 0
+        self._ids = torch.zeros((1, 1), dtype=torch.long, device=self.device)
+        self._graph: Any = None
+        self._logits: Any = None
+        self.graph_error: str | None = None  # why graphs were given up for this model, if they were
+        self.steps_replayed = 0
+
+    # --- the cache ---------------------------------------------------------------------------
+    def reserve(self, tokens: int) -> bool:
+        """Make room for ``tokens`` in all; True when the existing cache (and its prefix) stays."""
+        if self.cache is not None and tokens <= self.capacity:
+            return True
+        from transformers import StaticCache
+
+        limit = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
+        self.release()
+        self.capacity = capacity_for(tokens, limit if tokens <= (limit or tokens) else None)
+        self.cache = StaticCache(config=self.model.config, max_cache_len=self.capacity)
+        return False
+
+    def length(self) -> int:
+        return int(self.cache.get_seq_length()) if self.cache is not None else 0
+
+    def rewind(self, tokens: int) -> None:
+        """Keep only the first ``tokens`` cached positions (later ones are overwritten)."""
+        surplus = self.length() - tokens
+        if surplus > 0:
+            self.cache.crop(-surplus)
+
+    def release(self) -> None:
+        self.cache = None
+        self.capacity = 0
+        self._graph = None
+        self._logits = None
+
+    # --- the forward passes ------------------------------------------------------------------
+    def prefill(self, inputs: dict[str, Any]) -> Any:
+        """Run the new tokens (and any images) through the model; the last position's logits."""
+        output = self.model(**inputs, cache=self.cache, use_cache=True, logits_to_keep=1)
+        return output.logits[:, -1, :]
+
+    def step(self, token: Any) -> Any:
+        """Append one token (a (1, 1) tensor on the model's device); its logits, shape (1, V)."""
+        self._ids.copy_(token)
+        if self._graph is not None:
+            self._graph.replay()
+            self.steps_replayed += 1
+            return self._logits
+        if not self.use_graphs:
+            return self._forward()
+        return self._warm_up_and_capture()
+
+    def _forward(self) -> Any:
+        kwargs: dict[str, Any] = {}
+        if self.mrope:
+            # The text position of the next token, plus the offset the images left (rope_deltas).
+            length = self.cache.layers[0].cumulative_length
+            deltas = self.model.model.rope_deltas
+            kwargs["position_ids"] = (length.view(1, 1, 1) + deltas.view(1, -1, 1)).expand(3, -1, 1)
+        output = self.model(
+            input_ids=self._ids, cache=self.cache, use_cache=True, logits_to_keep=1, **kwargs
+        )
+        return output.logits[:, -1, :]
+
+    def _warm_up_and_capture(self) -> Any:
+        """Run this step eagerly on a side stream (the warm-up), then capture it as a graph."""
+        import torch
+
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            logits = self._forward().clone()
+        torch.cuda.current_stream().wait_stream(stream)
+        # Capturing records kernels without running them: the cache and its length are untouched.
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self._logits = self._forward()
+        except Exception as exc:  # a host sync or an op CUDA graphs cannot hold: stay eager
+            self.graph_error = f"{type(exc).__name__}: {exc}"
+            log.warning("decode step not capturable, staying eager: %s", self.graph_error)
+            self.use_graphs = False
+            self._logits = None
+            torch.cuda.synchronize()
+            return logits
+        self._graph = graph
+        return logits
+
+
+def decode(
+    decoder: StaticDecoder,
+    first_logits: Any,
+    prompt_ids: Any,
+    *,
+    max_new_tokens: int,
+    processors: Any,
+    sample: bool,
+    eos_ids: set[int],
+    on_token: Callable[[Any], None],
+    should_stop: Callable[[], bool],
+    min_new_tokens: int = 0,
+) -> list[int]:
+    """Generate from the logits that follow ``prompt_ids``; the new token ids.
+
+    ``processors`` is a transformers ``LogitsProcessorList`` (penalties, temperature, top-p,
+    grammar); the last token is fed back through ``decoder.step`` until EOS, the length limit or
+    ``should_stop``. ``on_token`` receives each new token as a (1,) tensor."""
+    import torch
+
+    sequence = prompt_ids
+    logits = first_logits
+    new: list[int] = []
+    while True:
+        scores = processors(sequence, logits.float())
+        if len(new) < min_new_tokens and eos_ids:
+            scores[:, list(eos_ids)] = -float("inf")
+        if sample:
+            token = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1)[:, 0]
+        else:
+            token = torch.argmax(scores, dim=-1)
+        value = int(token.item())  # the one host sync per token: streaming and EOS need it
+        new.append(value)
+        sequence = torch.cat([sequence, token[:, None]], dim=-1)
+        on_token(token)
+        if value in eos_ids or len(new) >= max_new_tokens or should_stop():
+            return new
+        logits = decoder.step(token[:, None])
