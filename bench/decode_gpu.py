@@ -27,6 +27,7 @@ import argparse
 import gc
 import json
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -100,6 +101,15 @@ def time_generate(backend: Any, inputs: Any, tokens: int, device: str, **extra: 
         backend.model.generate(**inputs, **{**kwargs, "max_new_tokens": 8, "min_new_tokens": 8})
     _sync(device)
     _peak_reset(device)
+    firsts = []
+    for _ in range(3):  # time to first token: the median of three
+        streamer = _FirstToken()
+        started = time.perf_counter()
+        with torch.inference_mode():
+            backend.model.generate(
+                **inputs, **{**kwargs, "max_new_tokens": 2, "min_new_tokens": 2}, streamer=streamer
+            )
+        firsts.append((streamer.first_at or time.perf_counter()) - started)
     streamer = _FirstToken()
     started = time.perf_counter()
     with torch.inference_mode():
@@ -109,14 +119,16 @@ def time_generate(backend: Any, inputs: Any, tokens: int, device: str, **extra: 
     new = int(output.shape[-1] - inputs["input_ids"].shape[-1])
     first = streamer.first_at or ended
     return {
-        "ttft_s": first - started,
+        "ttft_s": statistics.median(firsts),
         "decode_tokens_per_s": (new - 1) / (ended - first) if new > 1 and ended > first else None,
         "new_tokens": new,
         "peak_bytes": _peak(device),
     }
 
 
-def time_engine(backend: Any, inputs: Any, tokens: int, device: str, graphs: bool) -> dict:
+def time_engine(
+    backend: Any, inputs: Any, tokens: int, device: str, graphs: bool, fuse: bool = False
+) -> dict:
     """The engine's static-cache loop, as a chat would run it, forced to ``tokens`` new tokens."""
     import torch
     from transformers import LogitsProcessorList
@@ -124,7 +136,7 @@ def time_engine(backend: Any, inputs: Any, tokens: int, device: str, graphs: boo
     from engine import protocol as p
     from engine.backends.streaming import CancelCriteria, IncrementalStreamer
 
-    if not backend.set_static_decode(True, use_graphs=graphs):
+    if not backend.set_static_decode(True, use_graphs=graphs, fuse=fuse):
         return {"ttft_s": None, "decode_tokens_per_s": None, "peak_bytes": 0, "skipped": True}
     sampling = p.Sampling(max_new_tokens=tokens)
     prompt = int(inputs["input_ids"].shape[-1])
@@ -140,9 +152,17 @@ def time_engine(backend: Any, inputs: Any, tokens: int, device: str, graphs: boo
         return new, streamer
 
     backend.decoder.reserve(prompt + tokens)
-    run(8)  # warm-up: kernels, and on CUDA the capture of the decode step
+    warm_started = time.perf_counter()
+    run(8)  # warm-up: kernels, any compilation, and on CUDA the capture of the decode step
     _sync(device)
+    warm_up_s = time.perf_counter() - warm_started
     _peak_reset(device)
+    firsts = []
+    for _ in range(3):  # time to first token: the median of three first turns
+        started = time.perf_counter()
+        _new, streamer = run(1)
+        firsts.append((streamer.first_token_at or time.perf_counter()) - started)
+    _sync(device)
     started = time.perf_counter()
     new, streamer = run(tokens)
     _sync(device)
@@ -150,7 +170,9 @@ def time_engine(backend: Any, inputs: Any, tokens: int, device: str, graphs: boo
     first = streamer.first_token_at or ended
     decoder = backend.decoder
     return {
-        "ttft_s": first - started,
+        "ttft_s": statistics.median(firsts),
+        "warm_up_s": warm_up_s,
+        "fused": decoder.fused,
         "decode_tokens_per_s": (len(new) - 1) / (ended - first) if len(new) > 1 else None,
         "new_tokens": len(new),
         "peak_bytes": _peak(device),
@@ -161,9 +183,18 @@ def time_engine(backend: Any, inputs: Any, tokens: int, device: str, graphs: boo
 
 
 def time_follow_up(backend: Any, image: str, device: str) -> dict:
+    """Turn 2 of a conversation, measured on the second conversation (the first one warms the
+    kernels that short prefills use); the first conversation's turn 2 is reported as cold."""
+    cold = _conversation(backend, image, device, "What is in the picture?")
+    warm = _conversation(backend, image, device, "Describe this image.")
+    warm["cold_ttft_s"] = cold["ttft_s"]
+    return warm
+
+
+def _conversation(backend: Any, image: str, device: str, question: str) -> dict:
     from engine import protocol as p
 
-    first = [p.ChatMessage(role="user", text="Describe this image.", images=[image])]
+    first = [p.ChatMessage(role="user", text=question, images=[image])]
     answer = backend.chat(first, p.Sampling(max_new_tokens=32), on_text=lambda _t: None,
                           cancelled=lambda: False)  # fmt: skip
     follow_up = [*first, p.ChatMessage(role="assistant", text=answer.text),
@@ -187,7 +218,13 @@ def _flush(rows: dict) -> None:
 
 
 def run_shape(
-    name: str, workdir: Path, tokens: int, device: str, tiny: str | None, keep: bool = False
+    name: str,
+    workdir: Path,
+    tokens: int,
+    device: str,
+    tiny: str | None,
+    keep: bool = False,
+    fused: bool = True,
 ) -> dict:
     import torch
     from PIL import Image
@@ -227,6 +264,9 @@ def run_shape(
         _flush(rows)
     rows["engine_graph"] = time_engine(backend, inputs, tokens, device, graphs=True)
     _flush(rows)
+    if device == "cuda" and fused:
+        rows["engine_fused"] = time_engine(backend, inputs, tokens, device, graphs=True, fuse=True)
+        _flush(rows)
     rows["turn2"] = time_follow_up(backend, str(image), device)
     backend.close()
     del backend
@@ -258,6 +298,9 @@ def main() -> int:
     parser.add_argument("--tiny", default=None, help="a tiny family instead of real shapes")
     parser.add_argument("--out", default="bench/results/decode_gpu.json")
     parser.add_argument(
+        "--no-fused", action="store_true", help="skip the compiled norm/rotary variant"
+    )
+    parser.add_argument(
         "--workdir", default=None, help="keep the random-weight models here for other benchmarks"
     )
     args = parser.parse_args()
@@ -283,7 +326,13 @@ def main() -> int:
     try:
         for name in shapes:
             shape = run_shape(
-                name, workdir, args.tokens, args.device, args.tiny, keep=bool(args.workdir)
+                name,
+                workdir,
+                args.tokens,
+                args.device,
+                args.tiny,
+                keep=bool(args.workdir),
+                fused=not args.no_fused,
             )
             limit = bandwidth / shape["weight_bytes"]
             base = shape["paths"]["plain"]["decode_tokens_per_s"]

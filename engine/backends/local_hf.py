@@ -115,7 +115,9 @@ class LocalHFBackend:
     def info(self) -> ModelInfo:
         return self._info
 
-    def set_static_decode(self, enabled: bool, use_graphs: bool | None = None) -> bool:
+    def set_static_decode(
+        self, enabled: bool, use_graphs: bool | None = None, fuse: bool = False
+    ) -> bool:
         """Use the engine's static-cache decode loop (True) or ``generate`` (False).
 
         Returns whether the static loop is now in use: families whose generation needs more than
@@ -125,7 +127,9 @@ class LocalHFBackend:
             self.decoder.release()
         self.decoder = None
         if enabled and self.quirks.static_decode:
-            self.decoder = StaticDecoder(self.model, mrope=self.quirks.mrope, use_graphs=use_graphs)
+            self.decoder = StaticDecoder(
+                self.model, mrope=self.quirks.mrope, use_graphs=use_graphs, fuse=fuse
+            )
         return self.decoder is not None
 
     def warm_up(self) -> None:
