@@ -1,0 +1,196 @@
+"""The engine's static-cache decode loop equals ``generate`` and reuses the conversation's cache.
+
+On the CPU the loop runs eagerly: the same code that a CUDA graph captures on a GPU, so these
+tests pin what the graph replays (its capture itself needs a GPU: ``bench/decode_gpu.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from engine import protocol as p
+from engine.backends.local_hf import LocalHFBackend
+from engine.backends.static_decode import BUCKET, capacity_for
+from engine.models.families import quirks_for
+from engine.runtime import LoadSpec
+from engine.testing import AUTO_CLASS, FAMILIES
+from tests.engine.test_prefix_cache import VisionCalls
+
+GENERATIVE = [f for f in FAMILIES if AUTO_CLASS[f] == "AutoModelForImageTextToText"]
+GREEDY = p.Sampling(max_new_tokens=12)
+
+
+@pytest.fixture(scope="module")
+def picture(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("static") / "box.png"
+    image = Image.new("RGB", (64, 48), (200, 120, 40))
+    image.paste((20, 60, 200), (10, 10, 40, 30))
+    image.save(path)
+    return str(path)
+
+
+def answer(backend: LocalHFBackend, messages: list[p.ChatMessage], **extra: Any) -> Any:
+    sampling = extra.pop("sampling", GREEDY)
+    return backend.chat(
+        messages, sampling, on_text=lambda _t: None, cancelled=lambda: False, **extra
+    )
+
+
+class PrefillLengths:
+    """Records how many tokens each prefill of the static loop ran."""
+
+    def __init__(self, backend: LocalHFBackend) -> None:
+        assert backend.decoder is not None
+        self.lengths: list[int] = []
+        original = backend.decoder.prefill
+
+        def prefill(inputs: dict[str, Any]) -> Any:
+            self.lengths.append(int(inputs["input_ids"].shape[-1]))
+            return original(inputs)
+
+        backend.decoder.prefill = prefill  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("family", GENERATIVE)
+def test_static_loop_equals_generate_token_for_token_and_reuses_the_cache(
+    family, tiny_model, picture
+) -> None:
+    backend = LocalHFBackend.load(LoadSpec(str(tiny_model(family)), "nf4", "cpu"))
+    assert backend.decoder is None, "on the CPU generate() stays the default"
+    first_turn = [p.ChatMessage(role="user", text="What is this?", images=[picture])]
+    follow_up = [
+        *first_turn,
+        p.ChatMessage(role="assistant", text="A blue box on orange."),
+        p.ChatMessage(role="user", text="And its colours?"),
+    ]
+    plain_first = answer(backend, first_turn)
+    backend.prefix_cache.clear()
+    plain_follow_up = answer(backend, follow_up)
+
+    if not backend.set_static_decode(True):
+        # Families whose generate() carries more than the KV cache keep it (families.py).
+        assert not quirks_for(backend.resolved.model_type).static_decode
+        assert answer(backend, first_turn).token_ids == plain_first.token_ids
+        return
+    prefills = PrefillLengths(backend)
+    vision = VisionCalls(backend.model)
+    static_first = answer(backend, first_turn)
+    assert static_first.token_ids == plain_first.token_ids
+    encoded = vision.count
+    static_follow_up = answer(backend, follow_up)
+    assert static_follow_up.token_ids == plain_follow_up.token_ids
+
+    if quirks_for(backend.resolved.model_type).reuse_prefix:
+        assert vision.count == encoded, "the image was encoded again"
+        assert static_follow_up.cached_tokens > 0
+        # The follow-up prefilled only the tokens the cache did not hold.
+        assert (
+            prefills.lengths[-1] == static_follow_up.prompt_tokens - static_follow_up.cached_tokens
+        )
+        assert (
+            prefills.lengths[-1] < static_follow_up.prompt_tokens - static_first.prompt_tokens + 2
+        )
+    else:
+        assert static_follow_up.cached_tokens == 0
+
+
+def test_editing_an_earlier_message_invalidates_the_static_cache(tiny_model, picture) -> None:
+    backend = LocalHFBackend.load(LoadSpec(str(tiny_model("qwen2_vl")), "nf4", "cpu"))
+    backend.set_static_decode(True)
+    conversation = [
+        p.ChatMessage(role="user", text="Describe the picture.", images=[picture]),
+        p.ChatMessage(role="assistant", text="Two colours."),
+        p.ChatMessage(role="user", text="Which ones?"),
+    ]
+    answer(backend, conversation)
+    edited = [conversation[0], p.ChatMessage(role="assistant", text="Shapes."), conversation[2]]
+    after_edit = answer(backend, edited)
+    assert 0 < after_edit.cached_tokens < after_edit.prompt_tokens
+    backend.set_static_decode(False)
+    assert answer(backend, edited).token_ids == after_edit.token_ids
+
+
+def test_a_changed_image_is_encoded_again(tiny_model, picture, tmp_path) -> None:
+    backend = LocalHFBackend.load(LoadSpec(str(tiny_model("llava")), "nf4", "cpu"))
+    backend.set_static_decode(True)
+    vision = VisionCalls(backend.model)
+    answer(backend, [p.ChatMessage(role="user", text="What is this?", images=[picture])])
+    other = tmp_path / "other.png"
+    Image.new("RGB", (64, 48), (10, 200, 10)).save(other)
+    before = vision.count
+    again = answer(backend, [p.ChatMessage(role="user", text="What is this?", images=[str(other)])])
+    assert again.cached_tokens == 0 and vision.count > before
+    backend.set_static_decode(False)
+    fresh = answer(backend, [p.ChatMessage(role="user", text="What is this?", images=[str(other)])])
+    assert fresh.token_ids == again.token_ids
+
+
+def test_grammar_penalty_and_seeded_sampling_work_in_the_static_loop(tiny_model, picture) -> None:
+    backend = LocalHFBackend.load(LoadSpec(str(tiny_model("llava")), "nf4", "cpu"))
+    question = [p.ChatMessage(role="user", text="Total?", images=[picture])]
+    schema = {
+        "type": "object",
+        "properties": {"total": {"type": "integer"}},
+        "required": ["total"],
+    }
+    penalised = p.Sampling(max_new_tokens=24, repetition_penalty=1.3)
+    plain_json = answer(backend, question, json_schema=schema, sampling=penalised)
+    backend.set_static_decode(True)
+    static_json = answer(backend, question, json_schema=schema, sampling=penalised)
+    assert static_json.token_ids == plain_json.token_ids
+    assert static_json.text.lstrip().startswith("{")
+
+    sampled = p.Sampling(max_new_tokens=16, temperature=0.9, top_p=0.9, seed=7)
+    runs = [answer(backend, question, sampling=sampled).token_ids for _ in range(2)]
+    assert runs[0] == runs[1]
+    other_seed = answer(backend, question, sampling=p.Sampling(**{**_fields(sampled), "seed": 8}))
+    greedy = answer(backend, question)
+    assert runs[0] != greedy.token_ids or other_seed.token_ids != runs[0]
+
+
+def _fields(sampling: p.Sampling) -> dict[str, Any]:
+    return {name: getattr(sampling, name) for name in sampling.__struct_fields__}
+
+
+def test_cancel_stops_the_static_loop_between_tokens(tiny_model, picture) -> None:
+    backend = LocalHFBackend.load(LoadSpec(str(tiny_model("llava")), "nf4", "cpu"))
+    backend.set_static_decode(True)
+    pieces: list[str] = []
+    result = backend.chat(
+        [p.ChatMessage(role="user", text="Talk.", images=[picture])],
+        p.Sampling(max_new_tokens=200),
+        on_text=pieces.append,
+        cancelled=lambda: len(pieces) >= 3,
+    )
+    assert result.reason == "cancelled"
+    assert result.completion_tokens < 200
+    assert "".join(pieces) == result.text
+
+
+def test_the_cache_grows_in_buckets_and_a_longer_request_starts_afresh(tiny_model, picture) -> None:
+    assert capacity_for(1) == BUCKET and capacity_for(BUCKET + 1) == 2 * BUCKET
+    assert capacity_for(10 * BUCKET, limit=3 * BUCKET) == 3 * BUCKET
+    backend = LocalHFBackend.load(LoadSpec(str(tiny_model("llava")), "nf4", "cpu"))
+    backend.set_static_decode(True)
+    decoder = backend.decoder
+    assert decoder is not None
+    first_turn = [p.ChatMessage(role="user", text="What is this?", images=[picture])]
+    first = answer(backend, first_turn)
+    capacity, cache = decoder.capacity, decoder.cache
+    assert capacity >= first.prompt_tokens + GREEDY.max_new_tokens
+    follow_up = [
+        *first_turn,
+        p.ChatMessage(role="assistant", text=first.text),
+        p.ChatMessage(role="user", text="More?"),
+    ]
+    long = p.Sampling(max_new_tokens=capacity)  # cannot fit: a bigger cache, no reuse
+    longer = backend.chat(follow_up, long, on_text=lambda _t: None, cancelled=lambda: False)
+    assert decoder.capacity > capacity and decoder.cache is not cache
+    assert longer.cached_tokens == 0
+    backend.set_static_decode(False)
+    assert backend.chat(
+        follow_up, long, on_text=lambda _t: None, cancelled=lambda: False
+    ).token_ids == (longer.token_ids)
