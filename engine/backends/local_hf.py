@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from engine.backends.base import CancelCheck, GenerationResult, TextSink
+from engine.backends.feature_cache import FeatureCache
 from engine.backends.prefix_cache import PrefixCache, image_key, image_token_ids
 from engine.backends.static_decode import StaticDecoder, decode
 from engine.documents.images import load_image
@@ -84,6 +85,10 @@ class LocalHFBackend:
         self.quirks: Quirks = quirks_for(resolved.model_type)
         self.prefix_cache = PrefixCache(_prefix_budget(device))
         self._image_token_ids = image_token_ids(model.config)
+        # A picture seen before (another conversation, another extraction field) is not
+        # encoded again.
+        self.feature_cache = FeatureCache(_prefix_budget(device) // 8)
+        self.feature_cache.install(model)
         # The static-cache loop (CUDA graphs on NVIDIA GPUs) where the family supports it; on
         # the CPU plain generate() is as fast, so it is used there unless asked for.
         self.decoder: StaticDecoder | None = None
@@ -149,6 +154,7 @@ class LocalHFBackend:
 
     def close(self) -> None:
         self.prefix_cache.clear()
+        self.feature_cache.clear()
         if self.decoder is not None:
             self.decoder.release()
         self.decoder = None
@@ -226,7 +232,7 @@ class LocalHFBackend:
         streamer = IncrementalStreamer(self.tokenizer, on_text)
         stop = CancelCriteria(cancelled)
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), self.feature_cache.images(images):
                 if self.decoder is not None:
                     new_ids, cached_tokens = self._decode_static(
                         inputs, images, sampling, processors, streamer, stop

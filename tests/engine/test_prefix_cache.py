@@ -76,6 +76,7 @@ def test_a_follow_up_reuses_the_cache_and_answers_exactly_like_a_fresh_run(
     )
 
     backend.prefix_cache.clear()
+    backend.feature_cache.clear()  # a truly fresh run encodes the image again
     fresh = answer(backend, follow_up)
     assert fresh.cached_tokens == 0 and vision.count > encoded
     assert reused.token_ids == fresh.token_ids
