@@ -137,20 +137,34 @@ class LocalHFBackend:
             )
         return self.decoder is not None
 
-    def warm_up(self) -> None:
-        """Allocate the cache and capture the decode step once, before the first request."""
-        if self.decoder is None or not self.decoder.use_graphs:
+    def warm_up(self, force: bool = False) -> None:
+        """Before the first request: allocate the cache, capture the decode step, and run once
+        each kind of work a chat does (an image, a long prefill, a follow-up's short prefill at
+        an offset), so the first person's question does not pay for loading kernels."""
+        if self.decoder is None or not (self.decoder.use_graphs or force):
             return
+        import tempfile
+        from pathlib import Path
+
+        from PIL import Image
+
         from engine.backends.static_decode import BUCKET
 
         self.decoder.reserve(4 * BUCKET)  # a chat with one image fits; longer ones re-capture
-        self.chat(
-            [ChatMessage(role="user", text="Hello")],
-            Sampling(max_new_tokens=3, temperature=0.0),
-            on_text=lambda _text: None,
-            cancelled=lambda: False,
-        )
+        short = Sampling(max_new_tokens=3, temperature=0.0)
+        with tempfile.TemporaryDirectory(prefix="vd-warm-up-") as folder:
+            picture = Path(folder) / "grey.png"
+            Image.new("RGB", (336, 336), (128, 128, 128)).save(picture)
+            turn = [ChatMessage(role="user", text="Hello", images=[str(picture)])]
+            first = self.chat(turn, short, on_text=lambda _t: None, cancelled=lambda: False)
+            follow_up = [
+                *turn,
+                ChatMessage(role="assistant", text=first.text),
+                ChatMessage(role="user", text="And then?"),
+            ]
+            self.chat(follow_up, short, on_text=lambda _t: None, cancelled=lambda: False)
         self.prefix_cache.clear()
+        self.feature_cache.clear()
 
     def close(self) -> None:
         self.prefix_cache.clear()

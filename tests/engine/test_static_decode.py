@@ -194,3 +194,19 @@ def test_the_cache_grows_in_buckets_and_a_longer_request_starts_afresh(tiny_mode
     assert backend.chat(
         follow_up, long, on_text=lambda _t: None, cancelled=lambda: False
     ).token_ids == (longer.token_ids)
+
+
+def test_warm_up_leaves_a_ready_cache_and_no_conversation_behind(tiny_model, picture) -> None:
+    backend = LocalHFBackend.load(LoadSpec(str(tiny_model("llava")), "nf4", "cpu"))
+    question = [p.ChatMessage(role="user", text="What is this?", images=[picture])]
+    plain = answer(backend, question)
+    backend.warm_up()
+    assert backend.decoder is None  # nothing to prepare for generate()
+    backend.set_static_decode(True)
+    decoder = backend.decoder
+    assert decoder is not None
+    backend.warm_up(force=True)  # the GPU's warm-up, run eagerly
+    assert decoder.capacity >= 4 * BUCKET
+    assert backend.feature_cache.total_bytes() == 0
+    after = answer(backend, question)
+    assert after.cached_tokens == 0 and after.token_ids == plain.token_ids
