@@ -355,8 +355,8 @@ class LocalHFBackend:
                 processors=self._sampling_processors(sampling, processors),
                 sample=sampling.temperature > 0,
                 eos_ids=eos_ids,
-                on_token=streamer.put,
-                should_stop=lambda: bool(stop(input_ids, None)[0]),
+                on_token=lambda token: streamer.add([token]),
+                should_stop=stop.should_stop,
                 min_new_tokens=min_new_tokens,
             )
         except Exception:

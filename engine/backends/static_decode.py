@@ -108,6 +108,10 @@ class StaticDecoder:
             return self._forward()
         return self._warm_up_and_capture()
 
+    def ready(self) -> bool:
+        """Whether a step can be queued without first capturing it (which needs a sync)."""
+        return self._graph is not None or not self.use_graphs
+
     def _forward(self) -> Any:
         kwargs: dict[str, Any] = {}
         if self.mrope:
@@ -187,32 +191,90 @@ def decode(
     processors: Any,
     sample: bool,
     eos_ids: set[int],
-    on_token: Callable[[Any], None],
+    on_token: Callable[[int], None],
     should_stop: Callable[[], bool],
     min_new_tokens: int = 0,
 ) -> list[int]:
     """Generate from the logits that follow ``prompt_ids``; the new token ids.
 
     ``processors`` is a transformers ``LogitsProcessorList`` (penalties, temperature, top-p,
-    grammar); the last token is fed back through ``decoder.step`` until EOS, the length limit or
-    ``should_stop``. ``on_token`` receives each new token as a (1,) tensor."""
+    grammar). The host never waits for a step it does not need: each token is chosen on the
+    device, its step is queued at once, and only then does the host read the token (a copy
+    queued before that step) to stream it and check EOS and cancel while the GPU runs. A stop
+    therefore leaves one extra token in the cache, which is harmless: the cache's length is
+    what the conversation cache records. ``on_token`` receives each new id."""
     import torch
 
+    suppress = _eos_index(eos_ids, first_logits.device) if min_new_tokens > 0 else None
+    host = _HostCopy(first_logits.device)
     sequence = prompt_ids
-    logits = first_logits
     new: list[int] = []
+    token = _choose(processors, sequence, first_logits, sample, suppress)
     while True:
-        scores = processors(sequence, logits.float())
-        if len(new) < min_new_tokens and eos_ids:
-            scores[:, list(eos_ids)] = -float("inf")
-        if sample:
-            token = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1)[:, 0]
-        else:
-            token = torch.argmax(scores, dim=-1)
-        value = int(token.item())  # the one host sync per token: streaming and EOS need it
-        new.append(value)
         sequence = torch.cat([sequence, token[:, None]], dim=-1)
-        on_token(token)
-        if value in eos_ids or len(new) >= max_new_tokens or should_stop():
+        host.start(token)
+        more = len(new) + 1 < max_new_tokens
+        queued = more and decoder.ready()  # a step still to capture waits for the token's stream
+        if queued:
+            banned = suppress if len(new) + 1 < min_new_tokens else None
+            following = _next(decoder, processors, sequence, token, sample, banned)
+        value = host.value()
+        new.append(value)
+        on_token(value)
+        if not more or value in eos_ids or should_stop():
             return new
-        logits = decoder.step(token[:, None])
+        if not queued:
+            banned = suppress if len(new) < min_new_tokens else None
+            following = _next(decoder, processors, sequence, token, sample, banned)
+        token = following
+
+
+def _next(
+    decoder: StaticDecoder, processors: Any, sequence: Any, token: Any, sample: bool, banned: Any
+) -> Any:
+    """Queue the step that feeds ``token`` and the choice of the token after it."""
+    return _choose(processors, sequence, decoder.step(token[:, None]), sample, banned)
+
+
+def _choose(processors: Any, sequence: Any, logits: Any, sample: bool, banned: Any) -> Any:
+    """The next token as a (1,) tensor on the device, chosen as ``generate`` would."""
+    import torch
+
+    scores = processors(sequence, logits.float())
+    if banned is not None:
+        scores = scores.index_fill(-1, banned, -float("inf"))
+    if sample:
+        return torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1)[:, 0]
+    return torch.argmax(scores, dim=-1)
+
+
+def _eos_index(eos_ids: set[int], device: Any) -> Any:
+    import torch
+
+    return torch.tensor(sorted(eos_ids), dtype=torch.long, device=device) if eos_ids else None
+
+
+class _HostCopy:
+    """A token's way to the host: on CUDA a copy into pinned memory with an event, so reading
+    it waits for that copy only and not for work queued after it."""
+
+    def __init__(self, device: Any) -> None:
+        import torch
+
+        self._cuda = device.type == "cuda"
+        self._buffer = torch.zeros(1, dtype=torch.long, pin_memory=self._cuda)
+        self._event: Any = torch.cuda.Event() if self._cuda else None
+        self._token: Any = None
+
+    def start(self, token: Any) -> None:
+        if self._cuda:
+            self._buffer.copy_(token, non_blocking=True)
+            self._event.record()
+        else:
+            self._token = token
+
+    def value(self) -> int:
+        if self._cuda:
+            self._event.synchronize()
+            return int(self._buffer[0])
+        return int(self._token[0])

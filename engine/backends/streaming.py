@@ -31,9 +31,12 @@ class IncrementalStreamer(BaseStreamer):
         if not self._prompt_seen:  # generate() first hands over the prompt
             self._prompt_seen = True
             return
+        self.add(value.reshape(-1).tolist())
+
+    def add(self, ids: list[int]) -> None:
+        """New token ids, as plain ints (the engine's own decode loop hands them over so)."""
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
-        ids = value.reshape(-1).tolist()
         self.token_ids.extend(ids)
         self._step()
 
@@ -68,6 +71,11 @@ class CancelCriteria(StoppingCriteria):
     def __init__(self, cancelled: Callable[[], bool]) -> None:
         self._cancelled = cancelled
         self.triggered = False
+
+    def should_stop(self) -> bool:
+        """The same check without tensors (no device work per token)."""
+        self.triggered = self.triggered or self._cancelled()
+        return self.triggered
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
