@@ -210,3 +210,43 @@ def test_warm_up_leaves_a_ready_cache_and_no_conversation_behind(tiny_model, pic
     assert backend.feature_cache.total_bytes() == 0
     after = answer(backend, question)
     assert after.cached_tokens == 0 and after.token_ids == plain.token_ids
+
+
+FUSED_SCRIPT = """
+import json, sys
+from engine import protocol as p
+from engine.backends.local_hf import LocalHFBackend
+from engine.backends.static_decode import fuse_small_ops
+from engine.runtime import LoadSpec
+model, picture = sys.argv[1], sys.argv[2]
+backend = LocalHFBackend.load(LoadSpec(model, "nf4", "cpu"))
+question = [p.ChatMessage(role="user", text="What is this?", images=[picture])]
+sampling = p.Sampling(max_new_tokens=12)
+plain = backend.chat(question, sampling, on_text=lambda _t: None, cancelled=lambda: False)
+backend.set_static_decode(True)
+fused = fuse_small_ops(backend.model)
+result = backend.chat(question, sampling, on_text=lambda _t: None, cancelled=lambda: False)
+print(json.dumps({"fused": fused, "plain": plain.token_ids, "static": result.token_ids}))
+"""
+
+
+def test_compiled_norm_and_rotary_keep_the_greedy_answer(tiny_model, picture) -> None:
+    """The optional fused variant (bench/decode_gpu.py's engine_fused) changes no token.
+
+    It patches transformers' rotary function for the whole process, so it runs in its own."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", FUSED_SCRIPT, str(tiny_model("llava")), picture],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "LlamaRMSNorm" in result["fused"]
+    assert any(name.endswith("apply_rotary_pos_emb") for name in result["fused"])
+    assert result["static"] == result["plain"]
