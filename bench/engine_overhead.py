@@ -5,7 +5,9 @@
 Both sides load the same tiny model (NF4 on the CPU by default), use the same prompt and image
 and greedy decoding, so they produce the same tokens. The engine side is timed from the moment
 the command is written to its pipe until its ``finished`` event arrives, so it includes image
-loading, the processor, streaming, JSON encoding and the pipe. Prints a table; writes JSON.
+loading, the processor, streaming, JSON encoding and the pipe. A third side runs the engine's
+static-cache decode loop (``engine.backends.static_decode``, the GPU default, here eager) in
+process, to show whether it would cost the CPU anything. Prints a table; writes JSON.
 """
 
 from __future__ import annotations
@@ -65,6 +67,18 @@ def main() -> int:
             output = direct.model.generate(**batch, **kwargs)
         return time.perf_counter() - started, int(output.shape[-1] - batch["input_ids"].shape[-1])
 
+    # The static-cache loop in process, as the engine runs it on a GPU (eagerly here).
+    static = LocalHFBackend.load(LoadSpec(model=model_dir, quant=args.quant, device="cpu"))
+    static.set_static_decode(True)
+
+    def run_static(turn: int) -> tuple[float, int]:
+        static.prefix_cache.clear()
+        started = time.perf_counter()
+        result = static.chat(
+            conversations[turn % 2], sampling, on_text=lambda _t: None, cancelled=lambda: False
+        )
+        return time.perf_counter() - started, result.completion_tokens
+
     engine = EngineHarness()
     chat = dict(model=model_dir, quant=args.quant, device="cpu", sampling=sampling)
 
@@ -77,17 +91,22 @@ def main() -> int:
 
     run_engine(1)  # load + warm up
     run_direct(1)
-    direct_rates, engine_rates = [], []
+    run_static(1)
+    direct_rates, engine_rates, static_rates = [], [], []
     for turn in range(args.repeats):  # interleaved, so drift affects both sides alike
         seconds, tokens = run_direct(turn)
         direct_rates.append(tokens / seconds)
         seconds, engine_tokens = run_engine(turn)
         engine_rates.append(engine_tokens / seconds)
         assert engine_tokens == tokens, "both sides must generate the same number of tokens"
+        seconds, static_tokens = run_static(turn)
+        static_rates.append(static_tokens / seconds)
+        assert static_tokens == tokens, "the static loop must generate the same tokens"
     engine.close()
 
     direct_tps, engine_tps = statistics.median(direct_rates), statistics.median(engine_rates)
     ratio = engine_tps / direct_tps
+    static_tps = statistics.median(static_rates)
     report = {
         "family": args.family,
         "quant": args.quant,
@@ -98,11 +117,16 @@ def main() -> int:
         "engine_tokens_per_s": engine_tps,
         "ratio": ratio,
         "target": 0.95,
+        "static_loop_tokens_per_s": static_tps,
+        "static_loop_ratio": static_tps / direct_tps,
         "torch_threads": torch.get_num_threads(),
     }
     print(f"{'path':<10}{'tokens/s':>12}")
     print(f"{'direct':<10}{direct_tps:>12.1f}")
     print(f"{'engine':<10}{engine_tps:>12.1f}")
+    print(
+        f"{'static':<10}{static_tps:>12.1f}   (static-cache loop in process / direct = {static_tps / direct_tps:.3f})"
+    )
     print(
         f"ratio engine/direct = {ratio:.3f} (target >= 0.95), {tokens} new tokens, median of {args.repeats}"
     )

@@ -33,10 +33,11 @@ class FeatureCache:
 
     def install(self, model: Any) -> bool:
         """Wrap the model's image encoder; False where the family has none to wrap."""
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
         owner = next(
             (
                 candidate
-                for candidate in (getattr(model, "model", None), model)
+                for candidate in (getattr(base, "model", None), base)
                 if candidate is not None and hasattr(candidate, "get_image_features")
             ),
             None,

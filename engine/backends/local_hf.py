@@ -465,8 +465,19 @@ def _load_pretrained(
         from engine.finetune.adapters import apply_adapter
 
         model = apply_adapter(model, spec.adapter)  # peft adapter over the (quantised) base
+        _use_training_image_budget(processor, spec.adapter)
     model.eval()
     return model, processor
+
+
+def _use_training_image_budget(processor: Any, adapter: str) -> None:
+    """Images reach an adapter at the size it was trained on (Qwen2-VL family's pixel cap)."""
+    from engine.finetune.adapters import read_notes
+    from engine.finetune.collate import apply_image_budget
+
+    budget = read_notes(adapter).get("image_max_pixels")
+    if budget and apply_image_budget(processor, int(budget)):
+        log.info("image budget of the adapter: %d pixels", int(budget))
 
 
 def _require_bitsandbytes(quant: str) -> None:

@@ -117,7 +117,7 @@ class StaticDecoder:
         if self.mrope:
             # The text position of the next token, plus the offset the images left (rope_deltas).
             length = self.cache.layers[0].cumulative_length
-            deltas = self.model.model.rope_deltas
+            deltas = inner_model(self.model).rope_deltas
             kwargs["position_ids"] = (length.view(1, 1, 1) + deltas.view(1, -1, 1)).expand(3, -1, 1)
         output = self.model(
             input_ids=self._ids, cache=self.cache, use_cache=True, logits_to_keep=1, **kwargs
@@ -147,6 +147,12 @@ class StaticDecoder:
             return logits
         self._graph = graph
         return logits
+
+
+def inner_model(model: Any) -> Any:
+    """The family's inner model (``ForConditionalGeneration.model``), under any peft wrapper."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(base, "model", base)
 
 
 def fuse_small_ops(model: Any) -> list[str]:

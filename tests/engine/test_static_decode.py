@@ -250,3 +250,56 @@ def test_compiled_norm_and_rotary_keep_the_greedy_answer(tiny_model, picture) ->
     assert "LlamaRMSNorm" in result["fused"]
     assert any(name.endswith("apply_rotary_pos_emb") for name in result["fused"])
     assert result["static"] == result["plain"]
+
+
+@pytest.fixture(scope="module")
+def qwen_adapter(tiny_model, tmp_path_factory) -> str:
+    """A peft LoRA adapter (random, non-zero) on the language model of the tiny Qwen2-VL, with
+    the notes a VisionDesk run writes, including a training image budget."""
+    import json
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    folder = tmp_path_factory.mktemp("adapter") / "qwen-lora"
+    base = AutoModelForImageTextToText.from_pretrained(tiny_model("qwen2_vl"), dtype=torch.float32)
+    config = LoraConfig(
+        r=8,
+        lora_alpha=16,
+        target_modules=r".*language_model.*\.(q_proj|v_proj)",
+        init_lora_weights=False,  # random A and B: the adapter changes the answer
+    )
+    torch.manual_seed(0)
+    get_peft_model(base, config).save_pretrained(folder)
+    notes = {"adapter_kind": "peft", "skip_modules": [], "image_max_pixels": 56 * 56 * 2}
+    (folder / "visiondesk_adapter.json").write_text(json.dumps(notes), encoding="utf-8")
+    return str(folder)
+
+
+def test_an_adapter_decodes_the_same_in_the_static_loop_at_its_training_image_size(
+    tiny_model, qwen_adapter, tmp_path
+) -> None:
+    model = str(tiny_model("qwen2_vl"))
+    big = tmp_path / "big.png"
+    Image.new("RGB", (448, 448), (30, 140, 90)).save(big)
+    question = [p.ChatMessage(role="user", text="What is this?", images=[str(big)])]
+    base = LocalHFBackend.load(LoadSpec(model, "nf4", "cpu"))
+    adapted = LocalHFBackend.load(LoadSpec(model, "nf4", "cpu", adapter=qwen_adapter))
+    size = adapted.processor.image_processor.size
+    assert size["longest_edge"] == 56 * 56 * 2  # the budget the adapter was trained with
+    base_answer = answer(base, question)
+    plain = answer(adapted, question)
+    assert plain.prompt_tokens < base_answer.prompt_tokens  # fewer image tokens at that budget
+    adapted.set_static_decode(True)
+    static = answer(adapted, question)
+    assert static.token_ids == plain.token_ids
+    follow_up = [
+        *question,
+        p.ChatMessage(role="assistant", text=static.text),
+        p.ChatMessage(role="user", text="Sure?"),
+    ]
+    reused = answer(adapted, follow_up)
+    assert reused.cached_tokens > 0
+    adapted.set_static_decode(False)
+    assert answer(adapted, follow_up).token_ids == reused.token_ids
