@@ -74,6 +74,13 @@ class StaticDecoder:
         self.release()
         self.capacity = capacity_for(tokens, limit if tokens <= (limit or tokens) else None)
         self.cache = StaticCache(config=self.model.config, max_cache_len=self.capacity)
+        if self.use_graphs and any(
+            getattr(layer, "is_sliding", False) for layer in self.cache.layers
+        ):
+            # Sliding-window layers keep part of their length in a Python int, which a replayed
+            # graph would never advance: such models decode eagerly.
+            self.use_graphs = False
+            self.graph_error = "sliding-window attention layers: decoding eagerly"
         return False
 
     def length(self) -> int:
@@ -82,7 +89,9 @@ class StaticDecoder:
     def rewind(self, tokens: int) -> None:
         """Keep only the first ``tokens`` cached positions (later ones are overwritten)."""
         surplus = self.length() - tokens
-        if surplus > 0:
+        if surplus > 0 and tokens == 0:
+            self.cache.reset()  # works for every layer kind, sliding windows included
+        elif surplus > 0:
             self.cache.crop(-surplus)
 
     def release(self) -> None:
