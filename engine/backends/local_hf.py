@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from engine.backends.base import CancelCheck, GenerationResult, TextSink
-from engine.backends.feature_cache import FeatureCache
+from engine.backends.feature_cache import FeatureCache, PixelCache
 from engine.backends.prefix_cache import PrefixCache, image_key, image_token_ids
 from engine.backends.static_decode import StaticDecoder, decode
 from engine.documents.images import load_image
@@ -89,6 +89,8 @@ class LocalHFBackend:
         # encoded again.
         self.feature_cache = FeatureCache(_prefix_budget(device) // 8)
         self.feature_cache.install(model)
+        self.pixel_cache = PixelCache()
+        self.pixel_cache.install(processor)
         # The static-cache loop (CUDA graphs on NVIDIA GPUs) where the family supports it; on
         # the CPU plain generate() is as fast, so it is used there unless asked for.
         self.decoder: StaticDecoder | None = None
@@ -165,10 +167,12 @@ class LocalHFBackend:
             self.chat(follow_up, short, on_text=lambda _t: None, cancelled=lambda: False)
         self.prefix_cache.clear()
         self.feature_cache.clear()
+        self.pixel_cache.clear()
 
     def close(self) -> None:
         self.prefix_cache.clear()
         self.feature_cache.clear()
+        self.pixel_cache.clear()
         if self.decoder is not None:
             self.decoder.release()
         self.decoder = None
@@ -176,19 +180,23 @@ class LocalHFBackend:
         self.processor = None
 
     # --- inputs ------------------------------------------------------------------------------
-    def build_inputs(self, messages: list[ChatMessage]) -> Any:
-        """Processor inputs for a conversation, on the model's device (public for tests/bench)."""
+    def build_inputs(self, messages: list[ChatMessage], image_keys: tuple[str, ...] = ()) -> Any:
+        """Processor inputs for a conversation, on the model's device (public for tests/bench).
+
+        ``image_keys`` (content hashes of the images, in order) let the image processor's work
+        be reused for pictures it has seen."""
         if not messages or messages[-1].role != "user":
             raise BadInput("A chat request must end with a user message.")
         images = [load_image(path) for message in messages for path in message.images]
         prompt = self._render_prompt(messages)
         try:
-            inputs = self.processor(
-                text=[prompt],
-                images=images or None,
-                return_tensors="pt",
-                **self.quirks.processor_kwargs,
-            )
+            with self.pixel_cache.images(image_keys):
+                inputs = self.processor(
+                    text=[prompt],
+                    images=images or None,
+                    return_tensors="pt",
+                    **self.quirks.processor_kwargs,
+                )
         except (ValueError, TypeError) as exc:
             raise BadInput(f"The model's processor rejected this input: {exc}") from exc
         return inputs.to(self.model.device, dtype=self.model.dtype)
@@ -239,8 +247,8 @@ class LocalHFBackend:
         if json_schema is not None:
             processors.append(self._json_processor(json_schema))
         started = time.perf_counter()
-        inputs = self.build_inputs(messages)
         images = tuple(image_key(path) for message in messages for path in message.images)
+        inputs = self.build_inputs(messages, images)
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
         streamer = IncrementalStreamer(self.tokenizer, on_text)

@@ -92,3 +92,24 @@ def test_the_budget_keeps_the_most_recent_features() -> None:
     assert len(calls) == 5  # "a" was the oldest and made room
     wrapped(pixels)  # no images named: never cached
     assert len(calls) == 6
+
+
+@pytest.mark.parametrize("family", GENERATIVE)
+def test_the_image_processor_runs_once_per_picture_and_answers_do_not_change(
+    family, tiny_model, pictures
+) -> None:
+    first, copy, other = pictures
+    backend = LocalHFBackend.load(LoadSpec(str(tiny_model(family)), "nf4", "cpu"))
+    image_processor = backend.processor.image_processor
+    original_class = type(image_processor).__mro__[1]
+    assert isinstance(image_processor, original_class)  # still the family's own class
+    answers = [
+        ask(backend, "Which colours?", picture).token_ids for picture in (first, copy, first)
+    ]
+    assert backend.pixel_cache.misses == 1 and backend.pixel_cache.hits == 2
+    assert answers[0] == answers[1] == answers[2]  # whatever the processor pops, nothing leaks
+    ask(backend, "Which colours?", other)
+    assert backend.pixel_cache.misses == 2
+    backend.pixel_cache.clear()
+    backend.feature_cache.clear()
+    assert ask(backend, "Which colours?", first).token_ids == answers[0]
