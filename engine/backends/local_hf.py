@@ -91,6 +91,7 @@ class LocalHFBackend:
         self.feature_cache.install(model)
         self.pixel_cache = PixelCache()
         self.pixel_cache.install(processor)
+        self._decoded: dict[str, Any] = {}  # image key -> decoded picture, oldest first
         # The static-cache loop (CUDA graphs on NVIDIA GPUs) where the family supports it; on
         # the CPU plain generate() is as fast, so it is used there unless asked for.
         self.decoder: StaticDecoder | None = None
@@ -168,11 +169,13 @@ class LocalHFBackend:
         self.prefix_cache.clear()
         self.feature_cache.clear()
         self.pixel_cache.clear()
+        self._decoded.clear()
 
     def close(self) -> None:
         self.prefix_cache.clear()
         self.feature_cache.clear()
         self.pixel_cache.clear()
+        self._decoded.clear()
         if self.decoder is not None:
             self.decoder.release()
         self.decoder = None
@@ -187,7 +190,13 @@ class LocalHFBackend:
         be reused for pictures it has seen."""
         if not messages or messages[-1].role != "user":
             raise BadInput("A chat request must end with a user message.")
-        images = [load_image(path) for message in messages for path in message.images]
+        paths = [path for message in messages for path in message.images]
+        if len(image_keys) == len(paths):
+            images = [
+                self._decoded_image(path, key) for path, key in zip(paths, image_keys, strict=True)
+            ]
+        else:
+            images = [load_image(path) for path in paths]
         prompt = self._render_prompt(messages)
         try:
             with self.pixel_cache.images(image_keys):
@@ -200,6 +209,16 @@ class LocalHFBackend:
         except (ValueError, TypeError) as exc:
             raise BadInput(f"The model's processor rejected this input: {exc}") from exc
         return inputs.to(self.model.device, dtype=self.model.dtype)
+
+    def _decoded_image(self, path: str, key: str) -> Any:
+        """A picture decoded once for the last few requests (a follow-up sends it again)."""
+        image = self._decoded.pop(key, None)
+        if image is None:
+            image = load_image(path)
+        self._decoded[key] = image
+        while len(self._decoded) > 4:
+            self._decoded.pop(next(iter(self._decoded)))
+        return image
 
     def _render_prompt(self, messages: list[ChatMessage]) -> str:
         template = getattr(self.processor, "chat_template", None) or getattr(
