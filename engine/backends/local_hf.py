@@ -274,14 +274,14 @@ class LocalHFBackend:
         stop = CancelCriteria(cancelled)
         try:
             with torch.inference_mode(), self.feature_cache.images(images):
+                decoded = None
                 if self.decoder is not None:
-                    new_ids, cached_tokens = self._decode_static(
+                    decoded = self._decode_static_or_fall_back(
                         inputs, images, sampling, processors, streamer, stop
                     )
-                else:
-                    new_ids, cached_tokens = self._generate(
-                        inputs, images, sampling, processors, streamer, stop
-                    )
+                if decoded is None:
+                    decoded = self._generate(inputs, images, sampling, processors, streamer, stop)
+                new_ids, cached_tokens = decoded
         except Exception as exc:
             self.prefix_cache.clear()
             raise classify(exc) from exc
@@ -340,6 +340,28 @@ class LocalHFBackend:
             covered = int(kept.get_seq_length())
             self.prefix_cache.store(sequence[:covered].tolist(), images, kept)
         return sequence[len(prompt_ids) :].tolist(), cached_tokens
+
+    def _decode_static_or_fall_back(
+        self,
+        inputs: Any,
+        images: tuple[str, ...],
+        sampling: Sampling,
+        processors: Any,
+        streamer: Any,
+        stop: Any,
+    ) -> tuple[list[int], int] | None:
+        """The static loop; None (and ``generate`` from now on) if it fails before any token.
+
+        Out of memory is the person's to see, with its advice; anything else the loop cannot do
+        for this model (an untested family's forward, say) must not cost them the answer."""
+        try:
+            return self._decode_static(inputs, images, sampling, processors, streamer, stop)
+        except Exception as exc:
+            if streamer.token_ids or classify(exc).code == "out_of_memory":
+                raise
+            log.warning("static decode failed for %s, using generate: %r", self._info.model, exc)
+            self.set_static_decode(False)
+            return None
 
     def _decode_static(
         self,

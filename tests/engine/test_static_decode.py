@@ -303,3 +303,34 @@ def test_an_adapter_decodes_the_same_in_the_static_loop_at_its_training_image_si
     assert reused.cached_tokens > 0
     adapted.set_static_decode(False)
     assert answer(adapted, follow_up).token_ids == reused.token_ids
+
+
+def test_a_failing_static_loop_falls_back_to_generate_but_out_of_memory_is_reported(
+    tiny_model, picture
+) -> None:
+    import torch
+
+    from engine.errors import EngineError
+
+    backend = LocalHFBackend.load(LoadSpec(str(tiny_model("llava")), "nf4", "cpu"))
+    question = [p.ChatMessage(role="user", text="What is this?", images=[picture])]
+    plain = answer(backend, question)
+
+    def broken(_inputs: dict[str, Any]) -> Any:
+        raise RuntimeError("an op this family's forward cannot do here")
+
+    backend.set_static_decode(True)
+    assert backend.decoder is not None
+    backend.decoder.prefill = broken  # type: ignore[method-assign]
+    assert answer(backend, question).token_ids == plain.token_ids  # the answer still comes
+    assert backend.decoder is None  # and generate() is used from now on
+
+    def out_of_memory(_inputs: dict[str, Any]) -> Any:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    backend.set_static_decode(True)
+    assert backend.decoder is not None
+    backend.decoder.prefill = out_of_memory  # type: ignore[method-assign]
+    with pytest.raises(EngineError) as raised:
+        answer(backend, question)
+    assert raised.value.code == "out_of_memory"
