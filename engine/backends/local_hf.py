@@ -183,11 +183,14 @@ class LocalHFBackend:
         self.processor = None
 
     # --- inputs ------------------------------------------------------------------------------
-    def build_inputs(self, messages: list[ChatMessage], image_keys: tuple[str, ...] = ()) -> Any:
+    def build_inputs(
+        self, messages: list[ChatMessage], image_keys: tuple[str, ...] = (), on_device: bool = True
+    ) -> Any:
         """Processor inputs for a conversation, on the model's device (public for tests/bench).
 
         ``image_keys`` (content hashes of the images, in order) let the image processor's work
-        be reused for pictures it has seen."""
+        be reused for pictures it has seen. ``on_device=False`` leaves them on the host, for a
+        caller that moves only what it uses (a follow-up turn needs no pixels)."""
         if not messages or messages[-1].role != "user":
             raise BadInput("A chat request must end with a user message.")
         paths = [path for message in messages for path in message.images]
@@ -208,6 +211,9 @@ class LocalHFBackend:
                 )
         except (ValueError, TypeError) as exc:
             raise BadInput(f"The model's processor rejected this input: {exc}") from exc
+        return self._to_device(inputs) if on_device else inputs
+
+    def _to_device(self, inputs: Any) -> Any:
         return inputs.to(self.model.device, dtype=self.model.dtype)
 
     def _decoded_image(self, path: str, key: str) -> Any:
@@ -267,7 +273,7 @@ class LocalHFBackend:
             processors.append(self._json_processor(json_schema))
         started = time.perf_counter()
         images = tuple(image_key(path) for message in messages for path in message.images)
-        inputs = self.build_inputs(messages, images)
+        inputs = self.build_inputs(messages, images, on_device=False)
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
         streamer = IncrementalStreamer(self.tokenizer, on_text)
@@ -316,14 +322,16 @@ class LocalHFBackend:
         if self.quirks.reuse_prefix:
             reuse = self.prefix_cache.take(prompt_ids, images, self._image_token_ids)
         cached_tokens = 0
-        generate_inputs = dict(inputs)
-        if reuse is not None:
+        if reuse is None:
+            generate_inputs = dict(self._to_device(inputs))
+        else:
             # Everything up to `cached_tokens`, images included, is already in the cache: the
             # vision inputs are left out so the vision tower does not run again.
             cache, cached_tokens = reuse
+            device = self.model.device
             generate_inputs = {
-                "input_ids": inputs["input_ids"],
-                "attention_mask": inputs["attention_mask"],
+                "input_ids": inputs["input_ids"].to(device),
+                "attention_mask": inputs["attention_mask"].to(device),
                 "cache": cache,
             }
         output = self.model.generate(
@@ -387,10 +395,11 @@ class LocalHFBackend:
         self.prefix_cache.clear()
         if cached_tokens == 0:
             decoder.rewind(0)
-            forward = {key: value for key, value in inputs.items() if key != "labels"}
+            forward = {k: v for k, v in self._to_device(inputs).items() if k != "labels"}
         else:
             # Only the new tokens: the images and the conversation so far are in the cache.
-            forward = {"input_ids": input_ids[:, cached_tokens:]}
+            forward = {"input_ids": input_ids[:, cached_tokens:].to(self.model.device)}
+        input_ids = input_ids.to(self.model.device)
         streamer.put(input_ids)
         first_logits = decoder.prefill(forward)
         eos = self.model.generation_config.eos_token_id
