@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,10 @@ from engine.errors import EngineError, classify
 log = logging.getLogger(__name__)
 
 Emit = Callable[[p.Event], None]
+
+# Text reaches the client at most this often per job (the first piece at once): smooth to read,
+# and at hundreds of tokens a second an event per token would cost the model real time.
+DELTA_INTERVAL_S = 0.02
 
 
 class Job:
@@ -31,6 +36,8 @@ class Job:
         self._cancel = threading.Event()
         self._finished = threading.Event()
         self._lock = threading.Lock()
+        self._pending = ""  # text not yet sent
+        self._last_delta = 0.0
 
     # --- cancellation ----------------------------------------------------------------------
     def cancel(self) -> None:
@@ -47,12 +54,24 @@ class Job:
     # --- reporting ---------------------------------------------------------------------------
     def delta(self, text: str) -> None:
         if text and not self.is_finished:
+            with self._lock:
+                self._pending += text
+            if time.monotonic() - self._last_delta >= DELTA_INTERVAL_S:
+                self._flush_text()
+
+    def _flush_text(self) -> None:
+        """Send the text held back, before anything else this job reports."""
+        with self._lock:
+            text, self._pending = self._pending, ""
+        if text:
+            self._last_delta = time.monotonic()
             self._emit(p.Delta(job_id=self.id, text=text))
 
     def progress(
         self, stage: str, current: float = 0.0, total: float | None = None, message: str = ""
     ) -> None:
         if not self.is_finished:
+            self._flush_text()
             self._emit(
                 p.Progress(
                     job_id=self.id, stage=stage, current=current, total=total, message=message
@@ -61,6 +80,7 @@ class Job:
 
     def partial(self, data: dict[str, Any]) -> None:
         if not self.is_finished:
+            self._flush_text()
             self._emit(p.PartialResult(job_id=self.id, data=data))
 
     def finish(
@@ -71,6 +91,7 @@ class Job:
         error: EngineError | None = None,
     ) -> bool:
         """Send the one ``Finished`` event. Returns False (and sends nothing) if already sent."""
+        self._flush_text()  # the deltas always add up to the answer before it ends
         with self._lock:
             if self._finished.is_set():
                 return False

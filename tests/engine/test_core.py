@@ -205,3 +205,23 @@ def test_an_io_lane_job_runs_beside_a_model_job_instead_of_waiting_for_it() -> N
     finally:
         capabilities.HANDLERS.pop(SlowListing, None)
         capabilities.IO_LANE.discard(SlowListing)
+
+
+def test_fast_text_is_sent_in_fewer_deltas_that_add_up_before_the_end() -> None:
+    from engine.core import Job
+
+    events: list[p.Event] = []
+    job = Job("fast", "chat", events.append)
+    pieces = [f"w{index} " for index in range(500)]
+    for piece in pieces:
+        job.delta(piece)  # far faster than the client needs them
+    job.partial({"page": 1})
+    job.delta("tail")
+    job.finish("done", result={})
+    deltas = [event for event in events if isinstance(event, p.Delta)]
+    assert 1 < len(deltas) < 50
+    assert deltas[0].text == pieces[0]  # the first piece goes out at once (time to first token)
+    assert "".join(d.text for d in deltas) == "".join(pieces) + "tail"
+    kinds = [type(event).__name__ for event in events]
+    assert kinds.index("PartialResult") > kinds.index("Delta")  # order kept around other events
+    assert kinds[-1] == "Finished" and kinds[-2] == "Delta"
