@@ -134,6 +134,7 @@ def time_engine(
     from transformers import LogitsProcessorList
 
     from engine import protocol as p
+    from engine.backends.local_hf import Turn
     from engine.backends.streaming import CancelCriteria, IncrementalStreamer
 
     if not backend.set_static_decode(True, use_graphs=graphs, fuse=fuse):
@@ -146,9 +147,8 @@ def time_engine(
         streamer = IncrementalStreamer(backend.tokenizer, lambda _text: None)
         stop = CancelCriteria(lambda: len(streamer.token_ids) >= limit)
         with torch.inference_mode():
-            new, _cached = backend._decode_static(
-                inputs, (), sampling, LogitsProcessorList(), streamer, stop, min_new_tokens=tokens
-            )
+            turn = Turn(inputs, (), sampling, LogitsProcessorList(), streamer, stop)
+            new, _cached = backend._decode_static(turn, min_new_tokens=tokens)
         return new, streamer
 
     backend.decoder.reserve(prompt + tokens)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from engine.backends.base import CancelCheck, GenerationResult, TextSink
@@ -28,6 +29,18 @@ from engine.protocol import ChatMessage, ModelInfo, Sampling
 from engine.runtime import LoadSpec
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Turn:
+    """One request on its way through generation: its inputs and how it reports and stops."""
+
+    inputs: Any  # processor outputs, on the host
+    images: tuple[str, ...]  # content hashes of its pictures, in order
+    sampling: Sampling
+    processors: Any  # a LogitsProcessorList: the caller's constraints (JSON schema)
+    streamer: Any  # an IncrementalStreamer
+    stop: Any  # a CancelCriteria
 
 
 def _torch_dtype(device: str) -> Any:
@@ -280,13 +293,12 @@ class LocalHFBackend:
         stop = CancelCriteria(cancelled)
         try:
             with torch.inference_mode(), self.feature_cache.images(images):
+                turn = Turn(inputs, images, sampling, processors, streamer, stop)
                 decoded = None
                 if self.decoder is not None:
-                    decoded = self._decode_static_or_fall_back(
-                        inputs, images, sampling, processors, streamer, stop
-                    )
+                    decoded = self._decode_static_or_fall_back(turn)
                 if decoded is None:
-                    decoded = self._generate(inputs, images, sampling, processors, streamer, stop)
+                    decoded = self._generate(turn)
                 new_ids, cached_tokens = decoded
         except Exception as exc:
             self.prefix_cache.clear()
@@ -305,17 +317,11 @@ class LocalHFBackend:
             seconds=time.perf_counter() - started,
         )
 
-    def _generate(
-        self,
-        inputs: Any,
-        images: tuple[str, ...],
-        sampling: Sampling,
-        processors: Any,
-        streamer: Any,
-        stop: Any,
-    ) -> tuple[list[int], int]:
+    def _generate(self, turn: Turn) -> tuple[list[int], int]:
         """transformers' ``generate``, reusing the last conversation's dynamic cache."""
         from transformers import StoppingCriteriaList
+
+        inputs, images, sampling = turn.inputs, turn.images, turn.sampling
 
         prompt_ids = inputs["input_ids"][0].tolist()
         reuse = None
@@ -337,9 +343,9 @@ class LocalHFBackend:
         output = self.model.generate(
             **generate_inputs,
             **self.generation_kwargs(sampling),
-            streamer=streamer,
-            stopping_criteria=StoppingCriteriaList([stop]),
-            logits_processor=processors,
+            streamer=turn.streamer,
+            stopping_criteria=StoppingCriteriaList([turn.stop]),
+            logits_processor=turn.processors,
             return_dict_in_generate=True,
         )
         sequence = output.sequences[0]
@@ -349,39 +355,23 @@ class LocalHFBackend:
             self.prefix_cache.store(sequence[:covered].tolist(), images, kept)
         return sequence[len(prompt_ids) :].tolist(), cached_tokens
 
-    def _decode_static_or_fall_back(
-        self,
-        inputs: Any,
-        images: tuple[str, ...],
-        sampling: Sampling,
-        processors: Any,
-        streamer: Any,
-        stop: Any,
-    ) -> tuple[list[int], int] | None:
+    def _decode_static_or_fall_back(self, turn: Turn) -> tuple[list[int], int] | None:
         """The static loop; None (and ``generate`` from now on) if it fails before any token.
 
         Out of memory is the person's to see, with its advice; anything else the loop cannot do
         for this model (an untested family's forward, say) must not cost them the answer."""
         try:
-            return self._decode_static(inputs, images, sampling, processors, streamer, stop)
+            return self._decode_static(turn)
         except Exception as exc:
-            if streamer.token_ids or classify(exc).code == "out_of_memory":
+            if turn.streamer.token_ids or classify(exc).code == "out_of_memory":
                 raise
             log.warning("static decode failed for %s, using generate: %r", self._info.model, exc)
             self.set_static_decode(False)
             return None
 
-    def _decode_static(
-        self,
-        inputs: Any,
-        images: tuple[str, ...],
-        sampling: Sampling,
-        processors: Any,
-        streamer: Any,
-        stop: Any,
-        min_new_tokens: int = 0,
-    ) -> tuple[list[int], int]:
+    def _decode_static(self, turn: Turn, min_new_tokens: int = 0) -> tuple[list[int], int]:
         """The engine's own loop: static cache kept between turns, decode step as a CUDA graph."""
+        inputs, images, sampling, streamer = turn.inputs, turn.images, turn.sampling, turn.streamer
         decoder = self.decoder
         assert decoder is not None
         input_ids = inputs["input_ids"]
@@ -410,11 +400,11 @@ class LocalHFBackend:
                 first_logits,
                 input_ids,
                 max_new_tokens=sampling.max_new_tokens,
-                processors=self._sampling_processors(sampling, processors),
+                processors=self._sampling_processors(sampling, turn.processors),
                 sample=sampling.temperature > 0,
                 eos_ids=eos_ids,
                 on_token=lambda token: streamer.add([token]),
-                should_stop=stop.should_stop,
+                should_stop=turn.stop.should_stop,
                 min_new_tokens=min_new_tokens,
             )
         except Exception:

@@ -118,8 +118,10 @@ class StaticDecoder:
         return self._warm_up_and_capture()
 
     def ready(self) -> bool:
-        """Whether a step can be queued without first capturing it (which needs a sync)."""
-        return self._graph is not None or not self.use_graphs
+        """Whether to queue the next step before the host reads the current token: on a GPU,
+        unless the step still has to be captured (that waits for the device). On the CPU a
+        step runs as it is called, so the token is streamed first."""
+        return self.device.type == "cuda" and (self._graph is not None or not self.use_graphs)
 
     def _forward(self) -> Any:
         kwargs: dict[str, Any] = {}

@@ -21,15 +21,6 @@ CHAT_FAMILIES = [
 GREEDY = p.Sampling(max_new_tokens=10)
 
 
-@pytest.fixture(scope="module")
-def picture(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("prefix") / "cat.png"
-    image = Image.new("RGB", (64, 48), (200, 120, 40))
-    image.paste((20, 60, 200), (10, 10, 40, 30))
-    image.save(path)
-    return str(path)
-
-
 def answer(backend: LocalHFBackend, messages: list[p.ChatMessage]) -> Any:
     return backend.chat(messages, GREEDY, on_text=lambda _t: None, cancelled=lambda: False)
 
@@ -82,10 +73,12 @@ def test_a_follow_up_reuses_the_cache_and_answers_exactly_like_a_fresh_run(
     assert reused.token_ids == fresh.token_ids
 
 
+@pytest.mark.parametrize("static", [False, True], ids=["generate", "static-loop"])
 def test_editing_an_earlier_message_invalidates_what_follows_and_matches_a_fresh_run(
-    tiny_model, picture
+    tiny_model, picture, static
 ) -> None:
     backend = LocalHFBackend.load(LoadSpec(str(tiny_model("qwen2_vl")), "nf4", "cpu"))
+    backend.set_static_decode(static)
     conversation = [
         p.ChatMessage(role="user", text="Describe the picture.", images=[picture]),
         p.ChatMessage(role="assistant", text="Two colours."),
@@ -95,7 +88,7 @@ def test_editing_an_earlier_message_invalidates_what_follows_and_matches_a_fresh
     edited = [conversation[0], p.ChatMessage(role="assistant", text="Shapes."), conversation[2]]
     after_edit = answer(backend, edited)
     assert 0 < after_edit.cached_tokens < after_edit.prompt_tokens
-    backend.prefix_cache.clear()
+    backend.set_static_decode(False)  # a fresh run: plain generate with no cache at all
     assert answer(backend, edited).token_ids == after_edit.token_ids
 
 
