@@ -63,6 +63,20 @@ def _prefix_budget(device: str) -> int:
     return 1 * 2**30
 
 
+def use_static_decode(device: str) -> bool:
+    """Whether a newly loaded model decodes with the static loop.
+
+    ``VISIONDESK_DECODE``: ``auto`` (the default: on CUDA GPUs), ``static`` (everywhere, eager
+    off CUDA) or ``generate`` (never: transformers' own loop, for troubleshooting)."""
+    import os
+
+    choice = os.environ.get("VISIONDESK_DECODE", "auto").strip().lower()
+    if choice not in ("auto", "static", "generate"):
+        log.warning("VISIONDESK_DECODE=%s is not auto, static or generate; using auto", choice)
+        choice = "auto"
+    return choice == "static" or (choice == "auto" and device == "cuda")
+
+
 def quantization_config(quant: str, compute_dtype: Any) -> Any:
     """The bitsandbytes config for a quantisation choice (None for full precision)."""
     from transformers import BitsAndBytesConfig
@@ -108,7 +122,7 @@ class LocalHFBackend:
         # The static-cache loop (CUDA graphs on NVIDIA GPUs) where the family supports it; on
         # the CPU plain generate() is as fast, so it is used there unless asked for.
         self.decoder: StaticDecoder | None = None
-        self.set_static_decode(device == "cuda")
+        self.set_static_decode(use_static_decode(device))
         self._info = ModelInfo(
             model=resolved.name,
             path=str(resolved.path),

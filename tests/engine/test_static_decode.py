@@ -353,3 +353,46 @@ def test_the_loop_that_queues_the_next_step_first_gives_the_same_answers(
     continued = answer(backend, after)
     backend.set_static_decode(False)
     assert answer(backend, after).token_ids == continued.token_ids
+
+
+@pytest.mark.parametrize(
+    ("choice", "device", "static"),
+    [
+        (None, "cpu", False),
+        (None, "cuda", True),
+        ("generate", "cuda", False),
+        ("static", "cpu", True),
+        ("Static ", "cpu", True),
+        ("fastest", "cpu", False),
+    ],
+)
+def test_the_decode_choice_comes_from_the_environment(monkeypatch, choice, device, static) -> None:
+    from engine.backends.local_hf import use_static_decode
+
+    if choice is None:
+        monkeypatch.delenv("VISIONDESK_DECODE", raising=False)
+    else:
+        monkeypatch.setenv("VISIONDESK_DECODE", choice)
+    assert use_static_decode(device) is static
+
+
+def test_the_engine_answers_through_the_static_loop_when_asked(
+    tiny_model, picture, monkeypatch
+) -> None:
+    from tests.engine.harness import EngineHarness, job_id
+
+    chat = dict(model=str(tiny_model("llava")), quant="nf4", device="cpu", sampling=GREEDY)
+    question = [p.ChatMessage(role="user", text="Hi", images=[picture])]
+    answers = []
+    for choice in ("generate", "static"):
+        monkeypatch.setenv("VISIONDESK_DECODE", choice)  # the engine process inherits it
+        engine = EngineHarness()
+        try:
+            finished, text = engine.run(
+                p.Chat(job_id=job_id(), messages=question, return_token_ids=True, **chat)
+            )
+        finally:
+            engine.close()
+        assert finished.result is not None, finished.message
+        answers.append((finished.result["token_ids"], text))
+    assert answers[0] == answers[1]
