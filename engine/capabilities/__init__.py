@@ -63,7 +63,9 @@ def _register_builtin() -> None:
             p.extract.ListSchemas,
             p.extract.CheckSchema,
             p.extract.ExportResults,
-            # Search: reading the index (SQLite in WAL mode) never waits behind an index run.
+            # Search: reading the index (SQLite in WAL mode) never waits behind an index run;
+            # a query shares the index run's resident embedder (models.embedder leases).
+            p.search.SearchQuery,
             p.search.SearchStatus,
             p.search.GetThumbnails,
         }

@@ -105,26 +105,25 @@ def run_embed(
     job: Job, command: pm.Embed, runtime: Runtime
 ) -> dict[str, Any] | tuple[p.FinishReason, dict[str, Any]]:
     from engine.documents.images import load_image
-    from engine.models.embedder import EmbedSpec, get_embedder
+    from engine.models.embedder import EmbedSpec, lease_embedder
 
     if not command.images and not command.texts:
         raise BadInput("Give at least one image or one text to embed.")
     for path in command.images:  # a bad file fails at once, before a model load
         load_image(path)
     job.progress("loading", message=f"Loading {command.model}")
-    embedder = get_embedder(
-        EmbedSpec(
-            model=command.model,
-            quant=command.quant,
-            device=command.device,
-            allow_pickle=command.allow_pickle,
-            trust_remote_code=command.trust_remote_code,
-        )
+    spec = EmbedSpec(
+        model=command.model,
+        quant=command.quant,
+        device=command.device,
+        allow_pickle=command.allow_pickle,
+        trust_remote_code=command.trust_remote_code,
     )
     cancelled = lambda: job.cancelled  # noqa: E731
-    job.progress("embedding", 0, len(command.images) + len(command.texts))
-    images = embedder.embed_images(command.images, cancelled) if command.images else []
-    texts = embedder.embed_texts(command.texts, cancelled) if command.texts else []
+    with lease_embedder(spec) as embedder:
+        job.progress("embedding", 0, len(command.images) + len(command.texts))
+        images = embedder.embed_images(command.images, cancelled) if command.images else []
+        texts = embedder.embed_texts(command.texts, cancelled) if command.texts else []
     if images is None or texts is None:
         return "cancelled", {}
     return {

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +49,13 @@ def _store(data_dir: str, must_exist: bool = False) -> Any:
     return IndexStore(path)
 
 
-def _encoder(model: str, quant: str, device: str, job: Job, **consent: bool) -> Any:
+@contextmanager
+def _encoder(model: str, quant: str, device: str, job: Job, **consent: bool) -> Iterator[Any]:
     from engine.search.encoder import Encoder
 
     job.progress("loading", message=f"Loading {model}")
-    return Encoder.load(model, quant, device, **consent)
+    with Encoder.lease(model, quant, device, **consent) as encoder:
+        yield encoder
 
 
 def _model_row(store: Any, name: str | None) -> Any:
@@ -77,7 +80,7 @@ def run_index(job: Job, command: ps.IndexFolders, runtime: Runtime) -> Outcome:
 
     if command.batch_size < 1 or command.workers < 0:
         raise BadInput("The batch size must be at least 1 and the worker count not negative.")
-    with _store(command.data_dir) as store:
+    with ExitStack() as stack, _store(command.data_dir) as store:
         folders = [normalise_folder(folder) for folder in command.folders]
         if not folders:
             folders = [path for path, _, _ in store.folders()]
@@ -86,13 +89,15 @@ def run_index(job: Job, command: ps.IndexFolders, runtime: Runtime) -> Outcome:
         for folder in folders:
             if not Path(folder).is_dir():
                 raise BadInput(f"Folder not found: {folder}")
-        encoder = _encoder(
-            command.model,
-            command.quant,
-            command.device,
-            job,
-            allow_pickle=command.allow_pickle,
-            trust_remote_code=command.trust_remote_code,
+        encoder = stack.enter_context(
+            _encoder(
+                command.model,
+                command.quant,
+                command.device,
+                job,
+                allow_pickle=command.allow_pickle,
+                trust_remote_code=command.trust_remote_code,
+            )
         )
         options = IndexOptions(
             folders=list(dict.fromkeys(folders)),
@@ -127,9 +132,9 @@ def run_query(job: Job, command: ps.SearchQuery, runtime: Runtime) -> dict[str, 
     if command.image and not Path(command.image).is_file():
         raise BadInput(f"Image not found: {command.image}")
     began = time.monotonic()
-    with _store(command.data_dir, must_exist=True) as store:
+    with ExitStack() as stack, _store(command.data_dir, must_exist=True) as store:
         model = _model_row(store, command.model)
-        encoder = _encoder(model.name, command.quant, command.device, job)
+        encoder = stack.enter_context(_encoder(model.name, command.quant, command.device, job))
         job.progress("searching", message="Searching")
         image_vector = encoder.encode_image_files([command.image])[0] if command.image else None
         text_vector = encoder.encode_texts([text])[0] if text else None
@@ -224,9 +229,9 @@ def run_tag(job: Job, command: ps.TagImages, runtime: Runtime) -> Outcome:
     from engine.search.tagging import check_labels, set_labels, tag_contents
 
     labels, templates = check_labels(command.labels, command.templates)
-    with _store(command.data_dir, must_exist=True) as store:
+    with ExitStack() as stack, _store(command.data_dir, must_exist=True) as store:
         model = _model_row(store, command.model)
-        encoder = _encoder(model.name, command.quant, command.device, job)
+        encoder = stack.enter_context(_encoder(model.name, command.quant, command.device, job))
         _, bias = encoder.logit_scale_and_bias()
         set_labels(store, model, labels, templates, command.threshold, bias is not None)
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,25 +141,66 @@ class Embedder:
         self.processor = None
 
 
-_lock = threading.Lock()
+_lock = threading.Condition()
 _resident: dict[EmbedSpec, Embedder] = {}
+_leases: dict[EmbedSpec, int] = {}  # jobs using each resident embedder right now
+
+
+def _serves(resident: EmbedSpec, spec: EmbedSpec) -> bool:
+    """A resident embedder serves a request for the same model, quantisation and device; the
+    consent it was loaded with (pickle, remote code) covers a request that needs less."""
+    return (
+        (resident.model, resident.quant, resident.device) == (spec.model, spec.quant, spec.device)
+        and resident.allow_pickle >= spec.allow_pickle
+        and resident.trust_remote_code >= spec.trust_remote_code
+    )
+
+
+def _acquire(spec: EmbedSpec) -> EmbedSpec:
+    """Under the lock: wait until no job uses another model, load ``spec`` if needed, and
+    return the key of the resident embedder that serves it."""
+    _lock.wait_for(lambda: all(_serves(busy, spec) for busy in _leases))
+    for resident in _resident:
+        if _serves(resident, spec):
+            return resident
+    for other in list(_resident):
+        _resident.pop(other).close()
+    _resident[spec] = Embedder.load(spec)
+    return spec
+
+
+@contextmanager
+def lease_embedder(spec: EmbedSpec) -> Iterator[Embedder]:
+    """The resident embedder for ``spec`` while the block runs.
+
+    Jobs that use the same model share it, so a search can run beside an index run; a job that
+    needs another model waits until none uses the resident one, and only then replaces it."""
+    with _lock:
+        key = _acquire(spec)
+        _leases[key] = _leases.get(key, 0) + 1
+        embedder = _resident[key]
+    try:
+        yield embedder
+    finally:
+        with _lock:
+            _leases[key] -= 1
+            if not _leases[key]:
+                del _leases[key]
+            _lock.notify_all()
 
 
 def get_embedder(spec: EmbedSpec) -> Embedder:
-    """The resident embedder for ``spec``, loading it (and dropping another) when needed."""
+    """The resident embedder for ``spec``, loading it (and dropping another) when needed; for
+    one-shot jobs on the model lane (a long user holds ``lease_embedder`` instead)."""
     with _lock:
-        if spec in _resident:
-            return _resident[spec]
-        for other in list(_resident):
-            _resident.pop(other).close()
-        embedder = Embedder.load(spec)
-        _resident[spec] = embedder
-        return embedder
+        return _resident[_acquire(spec)]
 
 
 def unload_embedder() -> bool:
+    """Drop the resident embedder, unless a job (an index run) is using it."""
     with _lock:
         had = bool(_resident)
         for other in list(_resident):
-            _resident.pop(other).close()
+            if other not in _leases:
+                _resident.pop(other).close()
         return had

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.models.embedder import Embedder, EmbedSpec, get_embedder
+from engine.models.embedder import Embedder, EmbedSpec, get_embedder, lease_embedder
 
 
 def model_key(name: str) -> str:
@@ -40,6 +40,22 @@ class Encoder:
         key = model_key(model)
         spec = EmbedSpec(key, quant, device, allow_pickle, trust_remote_code)
         return cls(get_embedder(spec), key)
+
+    @classmethod
+    @contextmanager
+    def lease(
+        cls,
+        model: str,
+        quant: str = "none",
+        device: str = "auto",
+        allow_pickle: bool = False,
+        trust_remote_code: bool = False,
+    ) -> Iterator[Encoder]:
+        """The encoder while the block runs; jobs using the same model run side by side (a
+        search during an index run), one needing another model waits for them."""
+        key = model_key(model)
+        with lease_embedder(EmbedSpec(key, quant, device, allow_pickle, trust_remote_code)) as e:
+            yield cls(e, key)
 
     @property
     def model_type(self) -> str:
