@@ -180,7 +180,7 @@ class Core:
 
     # --- internals ---------------------------------------------------------------------------
     def _submit(self, command: Any) -> None:
-        from engine.capabilities import HANDLERS, IO_LANE
+        from engine.capabilities import HANDLERS, beside_the_model
 
         handler = HANDLERS.get(type(command))
         job_id = getattr(command, "job_id", None)
@@ -204,7 +204,7 @@ class Core:
             job.finish("cancelled")
             return
         self._emit(p.JobStarted(job_id=job_id, kind=str(kind)))
-        if type(command) in IO_LANE:
+        if beside_the_model(command):
             threading.Thread(
                 target=self._run_alone,
                 args=(job, command, handler),

@@ -5,7 +5,8 @@ A handler is ``handler(job, command, runtime)`` and returns a result dict, or a
 
 Jobs run on the core's one model-worker thread, in order, unless their command type is in
 ``IO_LANE``: those never touch the resident model (downloads, file listings, network checks) and
-each runs on its own thread, so a long download never holds up a chat.
+each runs on its own thread, so a long download never holds up a chat. ``beside_the_model``
+also lets a chat through that goes only to a cloud provider or remote server.
 """
 
 from __future__ import annotations
@@ -21,6 +22,22 @@ IO_LANE: set[type] = set()
 
 def register(command_type: type, handler: Callable[..., Any]) -> None:
     HANDLERS[command_type] = handler
+
+
+def beside_the_model(command: Any) -> bool:
+    """Whether a job runs on its own thread rather than in the model worker's queue."""
+    if type(command) in IO_LANE:
+        return True
+    if isinstance(command, p.Chat):
+        from engine.routing import plan_route
+
+        try:
+            plan = plan_route(command)
+        except Exception:  # the job itself reports the contradiction, in the queue
+            return False
+        # Only the cloud or a remote server answers: a local generation need not finish first.
+        return plan.first.provider != "local" and plan.fallback is None
+    return False
 
 
 def _register_builtin() -> None:

@@ -204,3 +204,30 @@ def test_a_local_failure_that_is_the_users_input_is_raised_not_routed() -> None:
 
     with pytest.raises(BadInput):
         run_routed(job, request, Runtime(), local=local, cloud=lambda b, w: pytest.fail("sent"))
+
+
+def test_a_cloud_chat_does_not_wait_for_a_local_generation(
+    engine, stack, picture, tiny_model
+) -> None:
+    local = ask(
+        picture,
+        model=str(tiny_model("llava")),
+        device="cpu",
+        sampling=p.Sampling(max_new_tokens=900),
+    )
+    cloud = ask(picture, backend="openai")
+    engine.send(local)
+    order: list[str] = []
+    sent = False
+    while len(order) < 2:
+        event = engine.next_event(timeout=120)
+        if not sent and isinstance(event, p.Delta) and event.job_id == local.job_id:
+            engine.send(cloud)  # the local model is generating
+            sent = True
+        if isinstance(event, p.Finished) and event.job_id in (local.job_id, cloud.job_id):
+            order.append("cloud" if event.job_id == cloud.job_id else "local")
+            if event.job_id == cloud.job_id:
+                assert event.reason == "done", event.message
+                assert event.result is not None and event.result["backend"] == "openai"
+                engine.send(p.Cancel(job_id=local.job_id))
+    assert order == ["cloud", "local"], "the cloud answer waited for the local one"
