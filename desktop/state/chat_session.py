@@ -283,7 +283,17 @@ class ChatSession(QObject):
         if finished.reason == "error":
             message.error_code = finished.error_code
             message.error_message = finished.message or "The engine could not answer."
-        keys = ("backend", "model", "quant", "device", "completion_tokens", "tokens_per_s")
+        keys = (
+            "backend",
+            "model",
+            "quant",
+            "device",
+            "completion_tokens",
+            "tokens_per_s",
+            "time_to_first_token_s",
+            "prompt_tokens",
+            "cached_tokens",
+        )
         message.provenance = {k: result[k] for k in keys if k in result}
         message.provenance["finish_reason"] = finished.reason
         self._storage.save_message(message)

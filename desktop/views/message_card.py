@@ -209,11 +209,19 @@ class MessageCard(QFrame):
 
 
 def provenance_parts(message: Message) -> list[str]:
-    """'backend · model · quant · device · 12.3 tok/s', plus how the answer ended."""
+    """'backend · model · quant · device · 12.3 tok/s · first token 85 ms · 599 of 638 prompt
+    tokens reused', plus how the answer ended."""
     info = message.provenance
     parts = [str(info[k]) for k in ("backend", "model", "quant", "device") if info.get(k)]
     if info.get("tokens_per_s"):
         parts.append(f"{float(info['tokens_per_s']):.1f} tok/s")
+    first = info.get("time_to_first_token_s")
+    if isinstance(first, (int, float)) and first > 0:
+        parts.append(
+            f"first token {first * 1000:.0f} ms" if first < 1 else f"first token {first:.1f} s"
+        )
+    if info.get("cached_tokens") and info.get("prompt_tokens"):
+        parts.append(f"{info['cached_tokens']} of {info['prompt_tokens']} prompt tokens reused")
     if info.get("finish_reason") == "length":
         parts.append("stopped at the length limit")
     if message.status == MessageStatus.CANCELLED:

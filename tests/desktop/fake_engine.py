@@ -179,6 +179,10 @@ class FakeEngine:
             "device": "cuda:0",
             "completion_tokens": len(words),
             "tokens_per_s": 42.0,
+            "time_to_first_token_s": 0.085,
+            # A follow-up reuses the conversation's cache, as the real engine does.
+            "prompt_tokens": 600 + 40 * len(chat.messages),
+            "cached_tokens": 600 + 40 * (len(chat.messages) - 1) if len(chat.messages) > 1 else 0,
             "images": sum(len(m.images) for m in chat.messages),
         }
         self.finish(p.Finished(job_id=chat.job_id, reason="done", result=result))

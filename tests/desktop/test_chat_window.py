@@ -106,6 +106,8 @@ def test_deltas_stream_into_the_answer_and_it_shows_who_answered(
     assert "print('hello')" in card.body.toPlainText()  # the code block
     assert card.message.status == MessageStatus.COMPLETE
     assert card.provenance.text().startswith(f"fake · {FAKE_MODEL} · nf4 · cuda:0")
+    assert "42.0 tok/s · first token 85 ms" in card.provenance.text()
+    assert "reused" not in card.provenance.text()  # a first turn reuses nothing
     [chat] = chats(command_log)
     assert chat.model == FAKE_MODEL
     assert chat.messages == [p.ChatMessage("user", "What is this?", [str(card_image(window))])]
@@ -230,3 +232,25 @@ def test_stored_conversations_reopen_with_their_messages(qtbot, make_window) -> 
     assert texts == ["Earlier question", "Earlier answer"]
     assert window.windowTitle() == "Old chat — VisionDesk"
     assert window.conversation_list.list.item(0).text() == "Old chat"
+
+
+def test_the_footer_says_how_much_of_a_follow_up_was_reused() -> None:
+    from desktop.storage import Message
+    from desktop.views.message_card import provenance_parts
+
+    message = Message(id="a", conversation_id="c", role="assistant", text="Blue.")
+    message.provenance = {
+        "backend": "local",
+        "model": "m",
+        "tokens_per_s": 150.2,
+        "time_to_first_token_s": 1.5,
+        "prompt_tokens": 638,
+        "cached_tokens": 599,
+    }
+    assert provenance_parts(message) == [
+        "local",
+        "m",
+        "150.2 tok/s",
+        "first token 1.5 s",
+        "599 of 638 prompt tokens reused",
+    ]
