@@ -57,6 +57,10 @@ class StaticDecoder:
         self.cache: Any = None
         self.capacity = 0
         self._ids = torch.zeros((1, 1), dtype=torch.long, device=self.device)
+        # The images' rotary offset of the current conversation (Qwen2-VL family), copied here
+        # after each prefill: a captured step must read it from an address that never changes,
+        # and the model assigns a new tensor for every new conversation.
+        self._deltas = torch.zeros((1, 1), dtype=torch.long, device=self.device)
         self._graph: Any = None
         self._logits: Any = None
         self.graph_error: str | None = None  # why graphs were given up for this model, if they were
@@ -104,6 +108,12 @@ class StaticDecoder:
     def prefill(self, inputs: dict[str, Any]) -> Any:
         """Run the new tokens (and any images) through the model; the last position's logits."""
         output = self.model(**inputs, cache=self.cache, use_cache=True, logits_to_keep=1)
+        if self.mrope:
+            deltas = inner_model(self.model).rope_deltas
+            if deltas is None:
+                self._deltas.zero_()
+            else:
+                self._deltas.copy_(deltas.reshape(1, 1))
         return output.logits[:, -1, :]
 
     def step(self, token: Any) -> Any:
@@ -126,10 +136,10 @@ class StaticDecoder:
     def _forward(self) -> Any:
         kwargs: dict[str, Any] = {}
         if self.mrope:
-            # The text position of the next token, plus the offset the images left (rope_deltas).
+            # The text position of the next token, plus the offset the images left.
             length = self.cache.layers[0].cumulative_length
-            deltas = inner_model(self.model).rope_deltas
-            kwargs["position_ids"] = (length.view(1, 1, 1) + deltas.view(1, -1, 1)).expand(3, -1, 1)
+            position = length.view(1, 1, 1) + self._deltas.view(1, 1, 1)
+            kwargs["position_ids"] = position.expand(3, 1, 1)
         output = self.model(
             input_ids=self._ids, cache=self.cache, use_cache=True, logits_to_keep=1, **kwargs
         )

@@ -396,3 +396,86 @@ def test_the_engine_answers_through_the_static_loop_when_asked(
         assert finished.result is not None, finished.message
         answers.append((finished.result["token_ids"], text))
     assert answers[0] == answers[1]
+
+
+def test_the_decode_step_reads_positions_only_from_buffers_that_outlive_a_conversation(
+    tiny_model, tmp_path
+) -> None:
+    """A captured CUDA graph replays reads from fixed addresses. Qwen2-VL's model assigns a new
+    ``rope_deltas`` tensor each conversation, so the step must not read the model's attribute:
+    here it is replaced by garbage between prefill and decode, and answers must not change."""
+    import torch
+
+    from engine.backends.static_decode import inner_model
+
+    backend = LocalHFBackend.load(LoadSpec(str(tiny_model("qwen2_vl")), "none", "cpu"))
+    with torch.no_grad():  # sharper attention: random tiny weights barely look at positions
+        for name, module in backend.model.named_modules():
+            if "language_model" in name and name.endswith(("q_proj", "k_proj")):
+                module.weight.mul_(10.0)
+    wide, tall = tmp_path / "wide.png", tmp_path / "tall.png"
+    Image.new("RGB", (224, 56), (200, 40, 40)).save(wide)
+    Image.new("RGB", (56, 168), (40, 40, 200)).save(tall)
+    questions = [
+        [p.ChatMessage(role="user", text="What is this?", images=[str(picture)])]
+        for picture in (wide, tall)
+    ]
+    plain = []
+    for question in questions:
+        backend.prefix_cache.clear()
+        plain.append(answer(backend, question).token_ids)
+    backend.set_static_decode(True)
+    decoder = backend.decoder
+    assert decoder is not None
+    inner = inner_model(backend.model)
+    real: dict[str, Any] = {}
+    prefill = decoder.prefill
+
+    def prefill_then_garble(inputs: dict[str, Any]) -> Any:
+        if "deltas" in real:
+            inner.rope_deltas = real["deltas"]  # what a follow-up's prefill legitimately needs
+        logits = prefill(inputs)
+        real["deltas"] = inner.rope_deltas
+        inner.rope_deltas = torch.full_like(inner.rope_deltas, 999)
+        return logits
+
+    decoder.prefill = prefill_then_garble  # type: ignore[method-assign]
+    static = [answer(backend, question).token_ids for question in questions]
+    assert static == plain
+
+
+def sharpen_attention(model: Any, factor: float = 10.0) -> None:
+    """Scale the language model's query and key projections so attention depends strongly on
+    position: with random tiny weights it is nearly uniform, and a wrong position would pass."""
+    import torch
+
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if "language_model" in name and name.endswith(("q_proj", "k_proj")):
+                module.weight.mul_(factor)
+
+
+@pytest.mark.parametrize("family", GENERATIVE)
+def test_positions_are_right_in_every_turn_with_position_sensitive_attention(
+    family, tiny_model, picture
+) -> None:
+    backend = LocalHFBackend.load(LoadSpec(str(tiny_model(family)), "none", "cpu"))
+    quirks = quirks_for(backend.resolved.model_type)
+    if not quirks.static_decode:
+        pytest.skip(f"{family} keeps generate()")
+    sharpen_attention(backend.model)
+    first_turn = [p.ChatMessage(role="user", text="What is this?", images=[picture])]
+    follow_up = [
+        *first_turn,
+        p.ChatMessage(role="assistant", text="A blue box on orange."),
+        p.ChatMessage(role="user", text="And its colours?"),
+    ]
+    plain_first = answer(backend, first_turn).token_ids
+    backend.prefix_cache.clear()
+    fresh_follow_up = answer(backend, follow_up).token_ids
+    backend.set_static_decode(True)
+    assert answer(backend, first_turn).token_ids == plain_first
+    reused = answer(backend, follow_up)  # prefilled at an offset, after the cached image
+    assert reused.token_ids == fresh_follow_up
+    if quirks.reuse_prefix:
+        assert reused.cached_tokens > 0
