@@ -390,12 +390,13 @@ class LocalHFBackend:
         assert decoder is not None
         input_ids = inputs["input_ids"]
         prompt_ids = input_ids[0].tolist()
-        kept = decoder.reserve(len(prompt_ids) + sampling.max_new_tokens)
         cached_tokens = 0
-        if kept and self.quirks.reuse_prefix:
+        if self.quirks.reuse_prefix:
             reuse = self.prefix_cache.take(prompt_ids, images, self._image_token_ids)
             if reuse is not None and reuse[0] is decoder.cache:
                 cached_tokens = reuse[1]  # take() has cut the cache back to the shared prefix
+        if not decoder.reserve(len(prompt_ids) + sampling.max_new_tokens, keep=cached_tokens):
+            cached_tokens = 0  # a new cache, or one whose layers could not be carried over
         self.prefix_cache.clear()
         if cached_tokens == 0:
             decoder.rewind(0)

@@ -68,13 +68,17 @@ class StaticDecoder:
         self.fused: list[str] = fuse_small_ops(model) if fuse and self.use_graphs else []
 
     # --- the cache ---------------------------------------------------------------------------
-    def reserve(self, tokens: int) -> bool:
-        """Make room for ``tokens`` in all; True when the existing cache (and its prefix) stays."""
+    def reserve(self, tokens: int, keep: int = 0) -> bool:
+        """Make room for ``tokens`` in all, keeping the first ``keep`` cached positions.
+
+        Returns whether they were kept: a cache that must grow is copied into the larger one
+        (a long conversation keeps its prefix), except where its layers cannot be copied."""
         if self.cache is not None and tokens <= self.capacity:
             return True
         from transformers import StaticCache
 
         limit = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
+        old = self.cache
         self.release()
         self.capacity = capacity_for(tokens, limit if tokens <= (limit or tokens) else None)
         self.cache = StaticCache(config=self.model.config, max_cache_len=self.capacity)
@@ -85,7 +89,7 @@ class StaticDecoder:
             # graph would never advance: such models decode eagerly.
             self.use_graphs = False
             self.graph_error = "sliding-window attention layers: decoding eagerly"
-        return False
+        return keep > 0 and old is not None and _copy_prefix(old, self.cache, keep)
 
     def length(self) -> int:
         return int(self.cache.get_seq_length()) if self.cache is not None else 0
@@ -168,6 +172,22 @@ class StaticDecoder:
             return logits
         self._graph = graph
         return logits
+
+
+def _copy_prefix(old: Any, new: Any, tokens: int) -> bool:
+    """Copy the first ``tokens`` positions of every layer of ``old`` into ``new``."""
+    pairs = list(zip(old.layers, new.layers, strict=True))
+    if any(
+        getattr(layer, "is_sliding", False) or not getattr(layer, "is_initialized", False)
+        for layer, _ in pairs
+    ):
+        return False
+    for source, target in pairs:
+        target.lazy_initialization(source.keys, source.values)  # shapes, dtype, device
+        target.keys[:, :, :tokens].copy_(source.keys[:, :, :tokens])
+        target.values[:, :, :tokens].copy_(source.values[:, :, :tokens])
+        target.cumulative_length.fill_(tokens)
+    return True
 
 
 def inner_model(model: Any) -> Any:
