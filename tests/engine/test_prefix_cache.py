@@ -39,6 +39,17 @@ class VisionCalls:
         self.count += 1
 
 
+def sharpen_attention(model: Any, factor: float = 10.0) -> None:
+    """Scale the language model's query and key projections so attention depends strongly on
+    position: with random tiny weights it is nearly uniform, and a wrong position would pass."""
+    import torch
+
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if "language_model" in name and name.endswith(("q_proj", "k_proj")):
+                module.weight.mul_(factor)
+
+
 @pytest.mark.parametrize("family", CHAT_FAMILIES)
 def test_a_follow_up_reuses_the_cache_and_answers_exactly_like_a_fresh_run(
     family, tiny_model, picture
@@ -46,7 +57,8 @@ def test_a_follow_up_reuses_the_cache_and_answers_exactly_like_a_fresh_run(
     if family == "mllama":
         pytest.skip("mllama's image enters through cross-attention: its cache is not reused")
     assert quirks_for(family).reuse_prefix
-    backend = LocalHFBackend.load(LoadSpec(str(tiny_model(family)), "nf4", "cpu"))
+    backend = LocalHFBackend.load(LoadSpec(str(tiny_model(family)), "none", "cpu"))
+    sharpen_attention(backend.model)  # so that a follow-up at a wrong position would show
     vision = VisionCalls(backend.model)
     first_turn = [p.ChatMessage(role="user", text="What is this?", images=[picture])]
     first = answer(backend, first_turn)

@@ -17,7 +17,7 @@ from engine.backends.static_decode import BUCKET, capacity_for
 from engine.models.families import quirks_for
 from engine.runtime import LoadSpec
 from engine.testing import AUTO_CLASS, FAMILIES
-from tests.engine.test_prefix_cache import VisionCalls
+from tests.engine.test_prefix_cache import VisionCalls, sharpen_attention
 
 GENERATIVE = [f for f in FAMILIES if AUTO_CLASS[f] == "AutoModelForImageTextToText"]
 GREEDY = p.Sampling(max_new_tokens=12)
@@ -28,17 +28,6 @@ def answer(backend: LocalHFBackend, messages: list[p.ChatMessage], **extra: Any)
     return backend.chat(
         messages, sampling, on_text=lambda _t: None, cancelled=lambda: False, **extra
     )
-
-
-def sharpen_attention(model: Any, factor: float = 10.0) -> None:
-    """Scale the language model's query and key projections so attention depends strongly on
-    position: with random tiny weights it is nearly uniform, and a wrong position would pass."""
-    import torch
-
-    with torch.no_grad():
-        for name, module in model.named_modules():
-            if "language_model" in name and name.endswith(("q_proj", "k_proj")):
-                module.weight.mul_(factor)
 
 
 class PrefillLengths:
