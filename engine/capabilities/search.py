@@ -54,7 +54,7 @@ def _encoder(model: str, quant: str, device: str, job: Job, **consent: bool) -> 
     from engine.search.encoder import Encoder
 
     job.progress("loading", message=f"Loading {model}")
-    with Encoder.lease(model, quant, device, **consent) as encoder:
+    with Encoder.lease(model, quant=quant, device=device, **consent) as encoder:
         yield encoder
 
 

@@ -29,33 +29,19 @@ class Encoder:
         self.name = name
 
     @classmethod
-    def load(
-        cls,
-        model: str,
-        quant: str = "none",
-        device: str = "auto",
-        allow_pickle: bool = False,
-        trust_remote_code: bool = False,
-    ) -> Encoder:
-        key = model_key(model)
-        spec = EmbedSpec(key, quant, device, allow_pickle, trust_remote_code)
-        return cls(get_embedder(spec), key)
+    def load(cls, model: str, **options: Any) -> Encoder:
+        """A one-off encoder (tests, benchmarks); ``options`` are ``EmbedSpec``'s fields."""
+        spec = EmbedSpec(model_key(model), **options)
+        return cls(get_embedder(spec), spec.model)
 
     @classmethod
     @contextmanager
-    def lease(
-        cls,
-        model: str,
-        quant: str = "none",
-        device: str = "auto",
-        allow_pickle: bool = False,
-        trust_remote_code: bool = False,
-    ) -> Iterator[Encoder]:
+    def lease(cls, model: str, **options: Any) -> Iterator[Encoder]:
         """The encoder while the block runs; jobs using the same model run side by side (a
         search during an index run), one needing another model waits for them."""
-        key = model_key(model)
-        with lease_embedder(EmbedSpec(key, quant, device, allow_pickle, trust_remote_code)) as e:
-            yield cls(e, key)
+        spec = EmbedSpec(model_key(model), **options)
+        with lease_embedder(spec) as embedder:
+            yield cls(embedder, spec.model)
 
     @property
     def model_type(self) -> str:
