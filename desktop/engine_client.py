@@ -141,6 +141,10 @@ class EngineClient(QObject):
     def open_jobs(self) -> set[str]:
         return set(self._open_jobs)
 
+    def set_environment(self, variables: dict[str, str]) -> None:
+        """Variables for the engine process from its next start on (settings that need one)."""
+        self._extra_env.update(variables)
+
     def start(self) -> None:
         """Start the engine in the background; returns at once."""
         if self._process is not None:

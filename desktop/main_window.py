@@ -128,6 +128,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
         self.add_page("chat", "Chat", self.splitter, "Chat about images (Ctrl+1)")
         self.cloud_settings = CloudSettings(self.settings)
+        self.client.set_environment(self.cloud_settings.engine_environment())
         self.settings_view = SettingsView(self.cloud_settings, KeyStore())
         self.session.routing = self.cloud_settings.routing_fields
         self.status_bar = EngineStatusBar()
@@ -202,6 +203,9 @@ class MainWindow(QMainWindow):
         view.engine_restart_requested.connect(client.restart)
         self.navigation.page_selected.connect(self.show_page)
         self.settings_view.connection_test_requested.connect(self._on_settings_test_requested)
+        self.settings_view.settings_changed.connect(
+            lambda: self.client.set_environment(self.cloud_settings.engine_environment())
+        )
         self.settings_view.models_requested.connect(self._on_settings_models_requested)
         client.job_finished.connect(self._on_client_job_finished)
         self.status_bar.restart_requested.connect(client.restart)
@@ -237,7 +241,10 @@ class MainWindow(QMainWindow):
             "models", "Models", _padded(self.models_view), "Find, download and check models"
         )
         self.add_page(
-            "settings", "Settings", _scrolling(self.settings_view), "Cloud, keys and routing"
+            "settings",
+            "Settings",
+            _scrolling(self.settings_view),
+            "Cloud, keys, routing, local decoding",
         )
 
     def _restore(self) -> None:

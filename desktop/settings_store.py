@@ -47,6 +47,18 @@ REMOTE_MODEL = Setting(
 
 COMPANIES = {c.ANTHROPIC: "Anthropic", c.OPENAI: "OpenAI", c.GEMINI: "Google"}
 
+DECODING = Setting(
+    "engine/decoding",
+    "auto",
+    "How local models generate: the engine's fast loop on NVIDIA GPUs (a static KV cache and "
+    "CUDA graphs), or transformers' own generate, for troubleshooting a model that answers "
+    "differently on the GPU. Applies when the engine next starts.",
+)
+DECODING_CHOICES = {
+    "auto": "Fast on NVIDIA GPUs (recommended)",
+    "generate": "transformers' generate (troubleshooting)",
+}
+
 
 class CloudSettings:
     """Typed access to the declared settings, persisted in a ``QSettings``."""
@@ -74,6 +86,15 @@ class CloudSettings:
 
     def model_for(self, provider: str) -> str:
         return self.get(PROVIDER_MODELS[provider]) if provider in PROVIDER_MODELS else ""
+
+    @property
+    def decoding(self) -> str:
+        choice = self.get(DECODING)
+        return choice if choice in DECODING_CHOICES else DECODING.default
+
+    def engine_environment(self) -> dict[str, str]:
+        """Variables the engine process is started with."""
+        return {"VISIONDESK_DECODE": self.decoding}
 
     def routing_fields(self, policy: str | None = None, never_send: bool = False) -> dict[str, Any]:
         """The routing fields of a ``Chat`` (or any job command that takes them)."""

@@ -24,6 +24,8 @@ from PySide6.QtWidgets import (
 from desktop.settings_store import (
     CLOUD_PROVIDER,
     COMPANIES,
+    DECODING,
+    DECODING_CHOICES,
     POLICY,
     PROVIDER_MODELS,
     REMOTE_MODEL,
@@ -124,6 +126,7 @@ class SettingsView(QWidget):
             title = f"{c.PROVIDER_LABELS[provider]} ({COMPANIES[provider]})"
             self._add_box(ProviderBox(provider, title, "API key"), layout)
         self._add_box(ProviderBox(c.REMOTE, "Your own server (OpenAI-compatible)", "Token"), layout)
+        layout.addWidget(self._local_box())
         layout.addStretch(1)
         self._load()
 
@@ -147,6 +150,21 @@ class SettingsView(QWidget):
         self.provider_combo.currentIndexChanged.connect(self._on_provider_combo_changed)
         return box
 
+    def _local_box(self) -> QGroupBox:
+        box = QGroupBox("Local models")
+        form = QFormLayout(box)
+        self.decoding_combo = QComboBox()
+        self.decoding_combo.setObjectName("decodingCombo")
+        self.decoding_combo.setToolTip(DECODING.description)
+        for choice, label in DECODING_CHOICES.items():
+            self.decoding_combo.addItem(label, choice)
+        form.addRow("Decoding", self.decoding_combo)
+        note = QLabel("Applies when the engine next starts.")
+        note.setObjectName("hint")
+        form.addRow("", note)
+        self.decoding_combo.currentIndexChanged.connect(self._on_decoding_changed)
+        return box
+
     def _add_box(self, box: ProviderBox, layout: QVBoxLayout) -> None:
         self.boxes[box.provider] = box
         layout.addWidget(box)
@@ -163,6 +181,7 @@ class SettingsView(QWidget):
             box.url_edit.editingFinished.connect(self._on_url_edited)
 
     def _load(self) -> None:
+        self.decoding_combo.setCurrentIndex(self.decoding_combo.findData(self.settings.decoding))
         self.policy_combo.setCurrentIndex(self.policy_combo.findData(self.settings.policy))
         self.provider_combo.setCurrentIndex(self.provider_combo.findData(self.settings.provider))
         for provider, box in self.boxes.items():
@@ -241,6 +260,10 @@ class SettingsView(QWidget):
 
     # --- persistence -----------------------------------------------------------------------------
     @Slot(int)
+    def _on_decoding_changed(self, index: int) -> None:
+        self.settings.set(DECODING, str(self.decoding_combo.itemData(index)))
+        self._changed()
+
     def _on_policy_combo_changed(self, index: int) -> None:
         self.settings.set(POLICY, str(self.policy_combo.itemData(index)))
         self._changed()

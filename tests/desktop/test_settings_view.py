@@ -171,3 +171,22 @@ def test_a_keyring_that_refuses_is_explained_and_the_key_is_not_kept(qtbot, qset
     assert "could not store the key" in box.key_status.text()
     assert "GOOGLE_API_KEY or GEMINI_API_KEY" in box.key_status.text()
     assert box.key_edit.text() == ""
+
+
+def test_the_decoding_choice_persists_and_reaches_the_engines_next_start(
+    qtbot, qsettings, keys, view
+) -> None:
+    from desktop.engine_client import EngineClient
+
+    assert view.settings.engine_environment() == {"VISIONDESK_DECODE": "auto"}
+    client = EngineClient(command=["python", "-c", "pass"])
+    view.settings_changed.connect(
+        lambda: client.set_environment(view.settings.engine_environment())
+    )
+    choose(view.decoding_combo, "generate")
+    assert client._environment().value("VISIONDESK_DECODE") == "generate"
+    again = SettingsView(CloudSettings(qsettings), keys)
+    qtbot.addWidget(again)
+    assert again.decoding_combo.currentData() == "generate"
+    qsettings.setValue("engine/decoding", "warp-speed")  # a bad value reads as the default
+    assert CloudSettings(qsettings).decoding == "auto"
