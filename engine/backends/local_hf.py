@@ -316,7 +316,10 @@ class LocalHFBackend:
                 new_ids, cached_tokens = decoded
         except Exception as exc:
             self.prefix_cache.clear()
-            raise classify(exc) from exc
+            error = classify(exc)
+            if error.code == "out_of_memory" and self.decoder is not None:
+                self.decoder.release()  # give the cache back; the next turn allocates anew
+            raise error from exc
         prompt_tokens = int(inputs["input_ids"].shape[-1])
         text = streamer.finish(self.tokenizer.decode(new_ids, skip_special_tokens=True))
         first = streamer.first_token_at

@@ -312,6 +312,9 @@ def test_a_failing_static_loop_falls_back_to_generate_but_out_of_memory_is_repor
     with pytest.raises(EngineError) as raised:
         answer(backend, question)
     assert raised.value.code == "out_of_memory"
+    assert backend.decoder.cache is None  # its memory is given back
+    backend.decoder.prefill = type(backend.decoder).prefill.__get__(backend.decoder)
+    assert answer(backend, question).token_ids == plain.token_ids  # and the next turn works
 
 
 @pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
