@@ -74,7 +74,8 @@ class EngineStatusModel(QObject):
         if self.loaded is None:
             return "No model loaded"
         quant = "" if self.loaded.quant in ("", "none") else f" · {self.loaded.quant}"
-        return f"{short_model_name(self.loaded.model)}{quant}"
+        fast = " · CUDA graphs" if self.loaded.decoding == "cuda-graphs" else ""
+        return f"{short_model_name(self.loaded.model)}{quant}{fast}"
 
     def vram_text(self) -> str:
         gpu = self.gpu()

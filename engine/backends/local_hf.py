@@ -148,7 +148,15 @@ class LocalHFBackend:
         return cls(resolved, model, processor, quant, device)
 
     def info(self) -> ModelInfo:
-        return self._info
+        import msgspec
+
+        return msgspec.structs.replace(self._info, decoding=self.decoding())
+
+    def decoding(self) -> str:
+        """How this model decodes now: "cuda-graphs", "static" (eager) or "generate"."""
+        if self.decoder is None:
+            return "generate"
+        return "cuda-graphs" if self.decoder.use_graphs else "static"
 
     def set_static_decode(
         self, enabled: bool, use_graphs: bool | None = None, fuse: bool = False

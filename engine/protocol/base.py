@@ -85,6 +85,8 @@ class ModelInfo(msgspec.Struct):
     device: str
     dtype: str
     memory_bytes: int = 0
+    # Local models: how they decode ("cuda-graphs", "static" or "generate"); "" elsewhere.
+    decoding: str = ""
 
 
 # ---------------------------------------------------------------------------------------------

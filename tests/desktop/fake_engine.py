@@ -147,6 +147,7 @@ class FakeEngine:
                 device="cuda:0",
                 dtype="bfloat16",
                 memory_bytes=5 << 29,
+                decoding="cuda-graphs",  # what the real engine reports on an NVIDIA GPU
             )
             self.gpu.free_memory = (24 << 30) - (5 << 29) - (1 << 29)
         self.status("busy", [chat.job_id])

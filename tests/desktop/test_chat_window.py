@@ -216,7 +216,7 @@ def test_the_window_shows_before_the_engine_answers_and_the_status_bar_follows(
     qtbot.waitUntil(lambda: window.engine_status.loaded is not None, timeout=10_000)
     qtbot.waitUntil(lambda: window.status_bar.state.text() == "Ready", timeout=10_000)
     assert window.status_bar.device.text() == "Fake GPU"
-    assert window.status_bar.model.text() == "fake-vlm · nf4"
+    assert window.status_bar.model.text() == "fake-vlm · nf4 · CUDA graphs"
     assert window.status_bar.vram.text() == "VRAM 3.0 / 24.0 GB"
 
 

@@ -51,6 +51,7 @@ def test_static_loop_equals_generate_token_for_token_and_reuses_the_cache(
 ) -> None:
     backend = LocalHFBackend.load(LoadSpec(str(tiny_model(family)), "nf4", "cpu"))
     assert backend.decoder is None, "on the CPU generate() stays the default"
+    assert backend.info().decoding == "generate"
     first_turn = [p.ChatMessage(role="user", text="What is this?", images=[picture])]
     follow_up = [
         *first_turn,
@@ -66,6 +67,7 @@ def test_static_loop_equals_generate_token_for_token_and_reuses_the_cache(
         assert not quirks_for(backend.resolved.model_type).static_decode
         assert answer(backend, first_turn).token_ids == plain_first.token_ids
         return
+    assert backend.info().decoding == "static"  # eager: graphs are for CUDA
     prefills = PrefillLengths(backend)
     vision = VisionCalls(backend.model)
     static_first = answer(backend, first_turn)
