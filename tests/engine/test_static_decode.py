@@ -399,9 +399,14 @@ def test_the_engine_answers_through_the_static_loop_when_asked(
             finished, text = engine.run(
                 p.Chat(job_id=job_id(), messages=question, return_token_ids=True, **chat)
             )
+            engine.send(p.GetStatus())
+            status = engine.next_event()
+            while not isinstance(status, p.EngineStatus):
+                status = engine.next_event()
         finally:
             engine.close()
         assert finished.result is not None, finished.message
+        assert status.loaded is not None and status.loaded.decoding == choice
         answers.append((finished.result["token_ids"], text))
     assert answers[0] == answers[1]
 
