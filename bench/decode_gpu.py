@@ -196,9 +196,7 @@ def _conversation(backend: Any, image: str, device: str, question: str) -> dict:
 
     first = [p.ChatMessage(role="user", text=question, images=[image])]
     # Turn 1 sees the picture for the first time: nothing of it may come from a cache.
-    for cache in (backend.prefix_cache, backend.feature_cache, backend.pixel_cache):
-        cache.clear()
-    backend._decoded.clear()
+    backend.forget_images()
     answer = backend.chat(first, p.Sampling(max_new_tokens=32), on_text=lambda _t: None,
                           cancelled=lambda: False)  # fmt: skip
     follow_up = [*first, p.ChatMessage(role="assistant", text=answer.text),

@@ -128,7 +128,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
         self.add_page("chat", "Chat", self.splitter, "Chat about images (Ctrl+1)")
         self.cloud_settings = CloudSettings(self.settings)
-        self.client.set_environment(self.cloud_settings.engine_environment())
+        self._apply_engine_settings()
         self.settings_view = SettingsView(self.cloud_settings, KeyStore())
         self.session.routing = self.cloud_settings.routing_fields
         self.status_bar = EngineStatusBar()
@@ -203,9 +203,7 @@ class MainWindow(QMainWindow):
         view.engine_restart_requested.connect(client.restart)
         self.navigation.page_selected.connect(self.show_page)
         self.settings_view.connection_test_requested.connect(self._on_settings_test_requested)
-        self.settings_view.settings_changed.connect(
-            lambda: self.client.set_environment(self.cloud_settings.engine_environment())
-        )
+        self.settings_view.settings_changed.connect(self._apply_engine_settings)
         self.settings_view.models_requested.connect(self._on_settings_models_requested)
         client.job_finished.connect(self._on_client_job_finished)
         self.status_bar.restart_requested.connect(client.restart)
@@ -362,6 +360,11 @@ class MainWindow(QMainWindow):
             job_id=uuid.uuid4().hex, provider=provider, base_url=base_url or None
         )
         self.run_side_job(command, lambda f: self.settings_view.show_finished(provider, f))
+
+    @Slot()
+    def _apply_engine_settings(self) -> None:
+        """Settings the engine reads at start-up reach its next start."""
+        self.client.set_environment(self.cloud_settings.engine_environment())
 
     @Slot(str, str)
     def _on_session_cloud_consent_needed(self, message_id: str, sentence: str) -> None:

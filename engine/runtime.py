@@ -74,12 +74,10 @@ class Runtime:
         try:
             on_progress(f"Loading {spec.model}")
             backend = LocalHFBackend.load(spec)
-            if backend.decoder is not None and backend.decoder.use_graphs:
-                on_progress("Preparing fast decoding")
-                try:
-                    backend.warm_up()
-                except Exception:  # the first request captures the step instead
-                    log.exception("decode warm-up failed for %s", spec.model)
+            try:
+                backend.warm_up(on_progress)
+            except Exception:  # the first request captures the step instead
+                log.exception("decode warm-up failed for %s", spec.model)
         finally:
             self._state = "idle"
         with self._lock:

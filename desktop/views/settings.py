@@ -264,6 +264,7 @@ class SettingsView(QWidget):
         self.settings.set(DECODING, str(self.decoding_combo.itemData(index)))
         self._changed()
 
+    @Slot(int)
     def _on_policy_combo_changed(self, index: int) -> None:
         self.settings.set(POLICY, str(self.policy_combo.itemData(index)))
         self._changed()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,12 +176,16 @@ class LocalHFBackend:
             )
         return self.decoder is not None
 
-    def warm_up(self, force: bool = False) -> None:
+    def warm_up(
+        self, on_progress: Callable[[str], None] = lambda _message: None, force: bool = False
+    ) -> None:
         """Before the first request: allocate the cache, capture the decode step, and run once
         each kind of work a chat does (an image, a long prefill, a follow-up's short prefill at
-        an offset), so the first person's question does not pay for loading kernels."""
+        an offset), so the first person's question does not pay for loading kernels. Only where
+        a step is captured (CUDA), unless ``force``."""
         if self.decoder is None or not (self.decoder.use_graphs or force):
             return
+        on_progress("Preparing fast decoding")
         import tempfile
         from pathlib import Path
 
@@ -201,16 +206,17 @@ class LocalHFBackend:
                 ChatMessage(role="user", text="And then?"),
             ]
             self.chat(follow_up, short, on_text=lambda _t: None, cancelled=lambda: False)
+        self.forget_images()
+
+    def forget_images(self) -> None:
+        """Drop every cache of what earlier requests saw: the conversation, features, pixels."""
         self.prefix_cache.clear()
         self.feature_cache.clear()
         self.pixel_cache.clear()
         self._decoded.clear()
 
     def close(self) -> None:
-        self.prefix_cache.clear()
-        self.feature_cache.clear()
-        self.pixel_cache.clear()
-        self._decoded.clear()
+        self.forget_images()
         if self.decoder is not None:
             self.decoder.release()
         self.decoder = None
@@ -408,7 +414,6 @@ class LocalHFBackend:
                 cached_tokens = reuse[1]  # take() has cut the cache back to the shared prefix
         if not decoder.reserve(len(prompt_ids) + sampling.max_new_tokens, keep=cached_tokens):
             cached_tokens = 0  # a new cache, or one whose layers could not be carried over
-        self.prefix_cache.clear()
         if cached_tokens == 0:
             decoder.rewind(0)
             forward = {k: v for k, v in self._to_device(inputs).items() if k != "labels"}

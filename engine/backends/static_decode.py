@@ -258,30 +258,24 @@ def decode(
     sequence = prompt_ids
     new: list[int] = []
     token = _choose(processors, sequence, first_logits, sample, suppress)
+
+    def after(produced: int) -> Any:
+        """Queue the step that feeds ``token``; the choice of the token after it."""
+        banned = suppress if produced < min_new_tokens else None
+        return _choose(processors, sequence, decoder.step(token[:, None]), sample, banned)
+
     while True:
         sequence = torch.cat([sequence, token[:, None]], dim=-1)
         host.start(token)
         more = len(new) + 1 < max_new_tokens
-        queued = more and decoder.ready()  # a step still to capture waits for the token's stream
-        if queued:
-            banned = suppress if len(new) + 1 < min_new_tokens else None
-            following = _next(decoder, processors, sequence, token, sample, banned)
+        # Queued before the host reads `token`, unless the step still has to be captured.
+        following = after(len(new) + 1) if more and decoder.ready() else None
         value = host.value()
         new.append(value)
         on_token(value)
         if not more or value in eos_ids or should_stop():
             return new
-        if not queued:
-            banned = suppress if len(new) < min_new_tokens else None
-            following = _next(decoder, processors, sequence, token, sample, banned)
-        token = following
-
-
-def _next(
-    decoder: StaticDecoder, processors: Any, sequence: Any, token: Any, sample: bool, banned: Any
-) -> Any:
-    """Queue the step that feeds ``token`` and the choice of the token after it."""
-    return _choose(processors, sequence, decoder.step(token[:, None]), sample, banned)
+        token = following if following is not None else after(len(new))
 
 
 def _choose(processors: Any, sequence: Any, logits: Any, sample: bool, banned: Any) -> Any:

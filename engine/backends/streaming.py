@@ -26,7 +26,6 @@ class IncrementalStreamer(BaseStreamer):
         self._read_offset = 0
         self.emitted = ""
         self.first_token_at: float | None = None
-        self._prefix_text = ""  # decode of the window's settled part, kept until it moves
 
     def put(self, value: Any) -> None:
         if not self._prompt_seen:  # generate() first hands over the prompt
@@ -48,15 +47,12 @@ class IncrementalStreamer(BaseStreamer):
         return str(self._tokenizer.decode(ids, skip_special_tokens=True))
 
     def _step(self) -> None:
-        prefix = self._prefix_text
+        prefix = self._decode(self.token_ids[self._prefix_offset : self._read_offset])
         text = self._decode(self.token_ids[self._prefix_offset :])
         if len(text) > len(prefix) and not text.endswith("\ufffd"):
             piece = text[len(prefix) :]
             self._prefix_offset = self._read_offset
             self._read_offset = len(self.token_ids)
-            self._prefix_text = self._decode(
-                self.token_ids[self._prefix_offset : self._read_offset]
-            )
             self.emitted += piece
             self._on_text(piece)
 
