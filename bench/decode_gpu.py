@@ -13,7 +13,8 @@ loading code in NF4) it measures, with one 336-px-class image and a short questi
 - ``engine_graph``: the same loop with the decode step replayed as a CUDA graph (the engine's
   default on NVIDIA GPUs), streaming through the engine's incremental detokeniser;
 - ``turn2``: a short follow-up about the same image through the engine's backend, which reuses
-  the conversation's KV cache (time to first token only).
+  the conversation's KV cache and prefills the new text through a captured graph (time to first
+  token only; the same follow-up prefilled eagerly is reported beside it).
 
 Time to first token and decode tokens/s over ``--tokens`` new tokens (``min_new_tokens`` forces
 the full length), and the peak memory of each path. The last columns compare decode speed with
@@ -184,10 +185,22 @@ def time_engine(
 
 def time_follow_up(backend: Any, image: str, device: str) -> dict:
     """Turn 2 of a conversation, measured on the second conversation (the first one warms the
-    kernels that short prefills use); the first conversation's turn 2 is reported as cold."""
+    kernels that short prefills use and captures the follow-up's graph); the first
+    conversation's turn 2 is reported as cold, and a third one prefills its follow-up eagerly
+    (as on a GPU before follow-ups were captured) for comparison."""
     cold = _conversation(backend, image, device, "What is in the picture?")
     warm = _conversation(backend, image, device, "Describe this image.")
     warm["cold_ttft_s"] = cold["ttft_s"]
+    decoder = backend.decoder
+    if decoder is not None:
+        warm.update(
+            chunk=decoder.chunk, chunks_replayed=decoder.chunks_replayed,
+            chunk_error=decoder.chunk_error,
+        )  # fmt: skip
+        chunk, decoder.chunk = decoder.chunk, 0
+        eager = _conversation(backend, image, device, "Look at this image.")
+        decoder.chunk = chunk
+        warm["eager_follow_up_ttft_s"] = eager["ttft_s"]
     return warm
 
 

@@ -160,7 +160,11 @@ class LocalHFBackend:
         return "cuda-graphs" if self.decoder.use_graphs else "static"
 
     def set_static_decode(
-        self, enabled: bool, use_graphs: bool | None = None, fuse: bool = False
+        self,
+        enabled: bool,
+        use_graphs: bool | None = None,
+        fuse: bool = False,
+        chunk: int | None = None,
     ) -> bool:
         """Use the engine's static-cache decode loop (True) or ``generate`` (False).
 
@@ -172,7 +176,7 @@ class LocalHFBackend:
         self.decoder = None
         if enabled and self.quirks.static_decode:
             self.decoder = StaticDecoder(
-                self.model, mrope=self.quirks.mrope, use_graphs=use_graphs, fuse=fuse
+                self.model, mrope=self.quirks.mrope, use_graphs=use_graphs, fuse=fuse, chunk=chunk
             )
         return self.decoder is not None
 
@@ -412,17 +416,20 @@ class LocalHFBackend:
             reuse = self.prefix_cache.take(prompt_ids, images, self._image_token_ids)
             if reuse is not None and reuse[0] is decoder.cache:
                 cached_tokens = reuse[1]  # take() has cut the cache back to the shared prefix
-        if not decoder.reserve(len(prompt_ids) + sampling.max_new_tokens, keep=cached_tokens):
+        # Room for the answer, and for a follow-up prefilled in padded chunks.
+        room = len(prompt_ids) + sampling.max_new_tokens + decoder.chunk
+        if not decoder.reserve(room, keep=cached_tokens):
             cached_tokens = 0  # a new cache, or one whose layers could not be carried over
+        streamer.put(input_ids)
         if cached_tokens == 0:
             decoder.rewind(0)
             forward = {k: v for k, v in self._to_device(inputs).items() if k != "labels"}
+            first_logits = decoder.prefill(forward)
         else:
-            # Only the new tokens: the images and the conversation so far are in the cache.
-            forward = {"input_ids": input_ids[:, cached_tokens:].to(self.model.device)}
+            # Only the new text: the images and the conversation so far are in the cache.
+            new_text = input_ids[:, cached_tokens:].to(self.model.device)
+            first_logits = decoder.extend(new_text, start=cached_tokens)
         input_ids = input_ids.to(self.model.device)
-        streamer.put(input_ids)
-        first_logits = decoder.prefill(forward)
         eos = self.model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         try:

@@ -7,7 +7,11 @@ path refuses bitsandbytes 4-bit, so the engine keeps its own loop:
 - the KV cache is a ``StaticCache`` allocated once per model in buckets of ``BUCKET`` tokens
   (so its tensors keep their addresses), and the conversation's prefix stays in it between
   turns (``engine.backends.prefix_cache`` decides how much of it a request may reuse);
-- prefill is an ordinary eager forward over the new tokens;
+- prefill is an ordinary eager forward over the new tokens, except a follow-up's text on a GPU:
+  an eager forward is launch-bound (a 40-token follow-up costs about as much as an eager decode
+  step, well over the time a captured step takes), so text after a cached prefix runs through
+  a second captured graph, ``CHUNK`` tokens at a time; the last chunk is padded and the cache's
+  length cut back to the real tokens afterwards (the padding's keys are overwritten next);
 - the one-token decode step reads its input from a fixed buffer and writes logits to a fixed
   buffer. On CUDA the first step of a cache runs eagerly (warm-up) and is then captured with
   ``torch.cuda.CUDAGraph``; every later step is one ``graph.replay()``. Positions come from the
@@ -28,6 +32,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 BUCKET = 256  # cache capacity grows in steps of this many tokens
+CHUNK = 32  # a follow-up's text is prefilled by a captured graph this many tokens at a time
 
 
 def capacity_for(tokens: int, limit: int | None = None) -> int:
@@ -46,6 +51,7 @@ class StaticDecoder:
         mrope: bool = False,
         use_graphs: bool | None = None,
         fuse: bool = False,
+        chunk: int | None = None,
     ) -> None:
         import torch
 
@@ -61,11 +67,22 @@ class StaticDecoder:
         # after each prefill: a captured step must read it from an address that never changes,
         # and the model assigns a new tensor for every new conversation.
         self._deltas = torch.zeros((1, 1), dtype=torch.long, device=self.device)
-        self._graph: Any = None
-        self._logits: Any = None
+        self._step = _Captured(self._forward)
         self.graph_error: str | None = None  # why graphs were given up for this model, if they were
         self.steps_replayed = 0
         self.fused: list[str] = fuse_small_ops(model) if fuse and self.use_graphs else []
+        # Captured follow-up prefill (``extend``): on by default wherever the step is captured
+        # and the attention takes a ready-made mask; ``chunk`` forces it (tests run it eagerly).
+        self.chunk = (CHUNK if self.use_graphs else 0) if chunk is None else chunk
+        self._mask_kind = _mask_kind(model)
+        if self._mask_kind is None:
+            self.chunk = 0
+        self._chunk_ids = torch.zeros((1, max(self.chunk, 1)), dtype=torch.long, device=self.device)
+        self._chunk_last = torch.zeros(1, dtype=torch.long, device=self.device)
+        self._chunk_offsets = torch.arange(max(self.chunk, 1), device=self.device)
+        self._extend = _Captured(self._chunk_forward)
+        self.chunk_error: str | None = None  # why follow-ups were left eager, if they were
+        self.chunks_replayed = 0
 
     # --- the cache ---------------------------------------------------------------------------
     def reserve(self, tokens: int, keep: int = 0) -> bool:
@@ -75,6 +92,7 @@ class StaticDecoder:
         (a long conversation keeps its prefix), except where its layers cannot be copied."""
         if self.cache is not None and tokens <= self.capacity:
             return True
+        import torch
         from transformers import StaticCache
 
         limit = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
@@ -83,13 +101,15 @@ class StaticDecoder:
         # Never beyond the model's positions, unless the request itself goes beyond them.
         self.capacity = capacity_for(tokens, limit if limit and tokens <= limit else None)
         self.cache = StaticCache(config=self.model.config, max_cache_len=self.capacity)
-        if self.use_graphs and any(
-            getattr(layer, "is_sliding", False) for layer in self.cache.layers
-        ):
+        self._key_positions = torch.arange(self.capacity, device=self.device)
+        if any(getattr(layer, "is_sliding", False) for layer in self.cache.layers):
             # Sliding-window layers keep part of their length in a Python int, which a replayed
-            # graph would never advance: such models decode eagerly.
-            self.use_graphs = False
-            self.graph_error = "sliding-window attention layers: decoding eagerly"
+            # graph would never advance, and their mask is not the plain causal one the
+            # follow-up's pieces build: such models decode eagerly and prefill in one piece.
+            self.chunk = 0
+            if self.use_graphs:
+                self.use_graphs = False
+                self.graph_error = "sliding-window attention layers: decoding eagerly"
         return keep > 0 and old is not None and _copy_prefix(old, self.cache, keep)
 
     def length(self) -> int:
@@ -106,8 +126,8 @@ class StaticDecoder:
     def release(self) -> None:
         self.cache = None
         self.capacity = 0
-        self._graph = None
-        self._logits = None
+        self._step = _Captured(self._forward)
+        self._extend = _Captured(self._chunk_forward)
 
     # --- the forward passes ------------------------------------------------------------------
     def prefill(self, inputs: dict[str, Any]) -> Any:
@@ -121,58 +141,149 @@ class StaticDecoder:
                 self._deltas.copy_(deltas.reshape(1, 1))
         return output.logits[:, -1, :]
 
+    def extend(self, input_ids: Any, start: int) -> Any:
+        """Prefill text that follows the ``start`` cached positions (a follow-up question, no
+        images); the last position's logits. Where the decoder captures graphs this runs in
+        ``chunk``-token pieces through a captured forward, otherwise as one eager prefill."""
+        total = input_ids.shape[-1]
+        pieces = -(-total // self.chunk) if self.chunk else 0
+        if not pieces or self.chunk_error or start + pieces * self.chunk > self.capacity:
+            return self.prefill({"input_ids": input_ids})
+        logits: Any = None
+        for offset in range(0, total, self.chunk):
+            piece = input_ids[:, offset : offset + self.chunk]
+            real = piece.shape[-1]
+            self._chunk_ids[:, :real].copy_(piece)
+            # Padding repeats the last token; it lands after the real ones (causal: unseen by
+            # them) and the cache's length is cut back below, so the next write replaces it.
+            self._chunk_ids[:, real:].copy_(piece[:, -1:].expand(1, self.chunk - real))
+            self._chunk_last.fill_(real - 1)
+            logits = self._run_chunk()
+            if real < self.chunk:
+                self.cache.crop(real - self.chunk)
+        return logits[:, -1, :]
+
+    def _run_chunk(self) -> Any:
+        if not self.use_graphs:  # pieces run eagerly only where asked for (tests)
+            return self._chunk_forward()
+        replayed = self._extend.captured
+        logits = self._extend()
+        if self._extend.error is not None:
+            self.chunk_error = self._extend.error  # the step's graph is unaffected
+        elif replayed:
+            self.chunks_replayed += 1
+        return logits
+
     def step(self, token: Any) -> Any:
         """Append one token (a (1, 1) tensor on the model's device); its logits, shape (1, V)."""
         self._ids.copy_(token)
-        if self._graph is not None:
-            self._graph.replay()
-            self.steps_replayed += 1
-            return self._logits
         if not self.use_graphs:
             return self._forward()
-        return self._warm_up_and_capture()
+        replayed = self._step.captured
+        logits = self._step()
+        if self._step.error is not None:
+            self.graph_error = self._step.error
+            self.use_graphs = False
+            self.chunk = 0  # follow-ups prefill in one eager piece, as everything else now does
+        elif replayed:
+            self.steps_replayed += 1
+        return logits
 
     def ready(self) -> bool:
         """Whether to queue the next step before the host reads the current token: on a GPU,
         unless the step still has to be captured (that waits for the device). On the CPU a
         step runs as it is called, so the token is streamed first."""
-        return self.device.type == "cuda" and (self._graph is not None or not self.use_graphs)
+        return self.device.type == "cuda" and (self._step.captured or not self.use_graphs)
+
+    def _positions(self, offsets: Any) -> dict[str, Any]:
+        """Position ids for the next tokens, read from the cache's on-device length, where the
+        model cannot derive them itself (the Qwen2-VL family adds its images' offset)."""
+        if not self.mrope:
+            return {}
+        length = self.cache.layers[0].cumulative_length
+        position = (length + offsets).view(1, 1, -1) + self._deltas.view(1, 1, 1)
+        return {"position_ids": position.expand(3, 1, -1)}
 
     def _forward(self) -> Any:
-        kwargs: dict[str, Any] = {}
-        if self.mrope:
-            # The text position of the next token, plus the offset the images left.
-            length = self.cache.layers[0].cumulative_length
-            position = length.view(1, 1, 1) + self._deltas.view(1, 1, 1)
-            kwargs["position_ids"] = position.expand(3, 1, 1)
         output = self.model(
-            input_ids=self._ids, cache=self.cache, use_cache=True, logits_to_keep=1, **kwargs
+            input_ids=self._ids,
+            cache=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+            **self._positions(self._chunk_offsets[:1]),
         )
         return output.logits[:, -1, :]
 
-    def _warm_up_and_capture(self) -> Any:
-        """Run this step eagerly on a side stream (the warm-up), then capture it as a graph."""
+    def _chunk_forward(self) -> Any:
+        """``chunk`` tokens at the cache's end with a mask built on the device (transformers'
+        own mask builder reads the cache's length on the host for more than one new token)."""
+        length = self.cache.layers[0].cumulative_length
+        query = length + self._chunk_offsets
+        mask = (self._key_positions[None, :] <= query[:, None])[None, None]
+        if self._mask_kind == "additive":
+            import torch
+
+            mask = torch.zeros(mask.shape, dtype=self.model.dtype, device=self.device).masked_fill(
+                ~mask, torch.finfo(self.model.dtype).min
+            )
+        output = self.model(
+            input_ids=self._chunk_ids,
+            attention_mask=mask,
+            cache=self.cache,
+            use_cache=True,
+            logits_to_keep=self._chunk_last,
+            **self._positions(self._chunk_offsets),
+        )
+        return output.logits
+
+
+class _Captured:
+    """A forward pass over fixed buffers: run eagerly once on a side stream (the warm-up), then
+    captured with ``torch.cuda.CUDAGraph`` and replayed. Used only where graphs are on (CUDA)."""
+
+    def __init__(self, forward: Callable[[], Any]) -> None:
+        self.forward = forward
+        self.graph: Any = None
+        self.output: Any = None
+        self.error: str | None = None  # why it could not be captured
+
+    @property
+    def captured(self) -> bool:
+        return self.graph is not None
+
+    def __call__(self) -> Any:
+        if self.graph is not None:
+            self.graph.replay()
+            return self.output
+        if self.error is not None:
+            return self.forward()
         import torch
 
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
-            logits = self._forward().clone()
+            result = self.forward().clone()
         torch.cuda.current_stream().wait_stream(stream)
         # Capturing records kernels without running them: the cache and its length are untouched.
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):
-                self._logits = self._forward()
+                self.output = self.forward()
         except Exception as exc:  # a host sync or an op CUDA graphs cannot hold: stay eager
-            self.graph_error = f"{type(exc).__name__}: {exc}"
-            log.warning("decode step not capturable, staying eager: %s", self.graph_error)
-            self.use_graphs = False
-            self._logits = None
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.warning("forward not capturable, staying eager: %s", self.error)
+            self.output = None
             torch.cuda.synchronize()
-            return logits
-        self._graph = graph
-        return logits
+            return result
+        self.graph = graph
+        return result
+
+
+def _mask_kind(model: Any) -> str | None:
+    """How the model's attention takes a ready-made 4-D mask: boolean (SDPA), additive (eager);
+    None where it takes none (flash attention keeps its own causal rule)."""
+    implementation = getattr(model.config.get_text_config(), "_attn_implementation", None)
+    return {"sdpa": "boolean", "eager": "additive"}.get(implementation or "")
 
 
 def _copy_prefix(old: Any, new: Any, tokens: int) -> bool:

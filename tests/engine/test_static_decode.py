@@ -479,5 +479,57 @@ def test_positions_are_right_in_every_turn_with_position_sensitive_attention(
     assert answer(backend, first_turn).token_ids == plain_first
     reused = answer(backend, follow_up)  # prefilled at an offset, after the cached image
     assert reused.token_ids == fresh_follow_up
-    if quirks.reuse_prefix:
-        assert reused.cached_tokens > 0
+    if not quirks.reuse_prefix:
+        return
+    assert reused.cached_tokens > 0
+
+    # On a GPU a follow-up's text runs through a captured forward, a few tokens at a time, the
+    # last piece padded: here the same forward runs eagerly, in pieces of 4 and of 64.
+    for chunk in (4, 64):
+        backend.set_static_decode(True, chunk=chunk)
+        decoder = backend.decoder
+        assert decoder is not None and decoder.chunk == chunk
+        pieces = ChunkCalls(decoder)
+        assert answer(backend, first_turn).token_ids == plain_first
+        assert pieces.count == 0, "a first turn with its image is one ordinary prefill"
+        chunked = answer(backend, follow_up)
+        new_tokens = chunked.prompt_tokens - chunked.cached_tokens
+        assert chunked.cached_tokens > 0 and pieces.count == -(-new_tokens // chunk)
+        assert chunked.token_ids == fresh_follow_up
+        assert decoder.length() == chunked.prompt_tokens + chunked.completion_tokens - 1
+
+
+class ChunkCalls:
+    """Counts the follow-up prefill's pieces."""
+
+    def __init__(self, decoder: Any) -> None:
+        self.count = 0
+        original = decoder._chunk_forward
+
+        def counted() -> Any:
+            self.count += 1
+            return original()
+
+        decoder._chunk_forward = counted
+
+
+def test_follow_up_pieces_work_with_eager_attention_too(tiny_model, picture) -> None:
+    """Eager attention adds its mask rather than selecting with it: the pieces' mask is built in
+    that form for such models."""
+    backend = LocalHFBackend.load(LoadSpec(str(tiny_model("qwen2_vl")), "none", "cpu"))
+    backend.model.set_attn_implementation("eager")
+    sharpen_attention(backend.model)
+    first_turn = [p.ChatMessage(role="user", text="What is this?", images=[picture])]
+    follow_up = [
+        *first_turn,
+        p.ChatMessage(role="assistant", text="A blue box on orange."),
+        p.ChatMessage(role="user", text="And its colours?"),
+    ]
+    fresh = answer(backend, follow_up).token_ids
+    backend.set_static_decode(True, chunk=4)
+    assert backend.decoder is not None and backend.decoder.chunk == 4
+    pieces = ChunkCalls(backend.decoder)
+    answer(backend, first_turn)
+    chunked = answer(backend, follow_up)
+    assert chunked.cached_tokens > 0 and pieces.count > 1
+    assert chunked.token_ids == fresh
