@@ -1,0 +1,88 @@
+"""On an NVIDIA GPU: the captured decode step and the captured follow-up prefill give the answers
+``generate`` gives. Skipped without CUDA; the CPU tests in ``test_static_decode.py`` pin the
+same forward passes run eagerly, these pin their capture and replay.
+
+    python -m pytest tests/engine/test_static_decode_cuda.py
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from engine import protocol as p
+from engine.backends.local_hf import LocalHFBackend
+from engine.runtime import LoadSpec
+from tests.engine.test_prefix_cache import sharpen_attention
+from tests.engine.test_static_decode import answer
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+FAMILIES = ["llava", "qwen2_vl"]  # plain positions, and positions that carry the image's offset
+
+
+def conversation(picture: str, question: str) -> tuple[list[p.ChatMessage], list[p.ChatMessage]]:
+    first = [p.ChatMessage(role="user", text=question, images=[picture])]
+    follow_up = [
+        *first,
+        p.ChatMessage(role="assistant", text="A blue box on orange."),
+        p.ChatMessage(role="user", text="And what colours does it have, from left to right?"),
+    ]
+    return first, follow_up
+
+
+def plain_answers(backend: LocalHFBackend, turns: list[list[p.ChatMessage]]) -> list[list[int]]:
+    backend.set_static_decode(False)
+    answers = []
+    for messages in turns:
+        backend.prefix_cache.clear()
+        answers.append(answer(backend, messages).token_ids)
+    return answers
+
+
+@pytest.mark.parametrize("quant", ["nf4", "none"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_captured_step_and_follow_up_answer_like_generate(
+    family: str, quant: str, tiny_model: Any, picture: str
+) -> None:
+    backend = LocalHFBackend.load(LoadSpec(str(tiny_model(family)), quant, "cuda"))
+    if quant == "none":
+        sharpen_attention(backend.model, factor=4.0)  # a replay that misreads positions shows
+    one = conversation(picture, "What is this?")
+    two = conversation(picture, "Describe the picture.")
+    expected = plain_answers(backend, [*one, *two])
+
+    assert backend.set_static_decode(True)
+    decoder = backend.decoder
+    assert decoder is not None and decoder.use_graphs and decoder.chunk > 0
+    got = []
+    for first, follow_up in (one, two):
+        got.append(answer(backend, first).token_ids)
+        reused = answer(backend, follow_up)
+        assert reused.cached_tokens > 0
+        got.append(reused.token_ids)
+    assert decoder.graph_error is None and decoder.chunk_error is None
+    assert decoder.steps_replayed > 0
+    assert decoder.chunks_replayed > 0, "the second follow-up replays the captured prefill"
+    assert backend.info().decoding == "cuda-graphs"
+    assert got == expected
+
+
+def test_warm_up_captures_both_graphs_before_the_first_question(
+    tiny_model: Any, picture: str
+) -> None:
+    backend = LocalHFBackend.load(LoadSpec(str(tiny_model("qwen2_vl")), "nf4", "cuda"))
+    first, follow_up = conversation(picture, "What is this?")
+    expected = plain_answers(backend, [first, follow_up])
+    backend.set_static_decode(True)
+    decoder = backend.decoder
+    assert decoder is not None
+    messages: list[str] = []
+    backend.warm_up(messages.append)
+    assert messages == ["Preparing fast decoding"]
+    assert decoder._step.captured and decoder._extend.captured
+    replayed = decoder.chunks_replayed
+    assert [answer(backend, first).token_ids, answer(backend, follow_up).token_ids] == expected
+    assert decoder.chunks_replayed > replayed
