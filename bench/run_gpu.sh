@@ -3,7 +3,8 @@
 #   bash bench/run_gpu.sh [WORKDIR]        # results: bench/results/*-<gpu>.json, log: gpu-<gpu>.log
 # Extra arguments per benchmark, e.g. only what is still missing:
 #   PLAN_ARGS="--shapes qwen2-vl-7b" FINETUNE_ARGS="--batches 4" bash bench/run_gpu.sh
-# SKIP="plan finetune" leaves benchmarks out (decode, plan, finetune).
+# SKIP="plan finetune" leaves steps out (tests, decode, plan, finetune). "tests" runs the
+# GPU-only tests first: the captured decode step and follow-up prefill answer like generate.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-$(mktemp -d -t vd-gpu-bench-XXXX)}
@@ -14,6 +15,8 @@ skip=" ${SKIP:-} "
 run() { echo "=== $*" | tee -a "$log"; "$@" 2>&1 | tee -a "$log"; }
 # shellcheck disable=SC2086  # the *_ARGS are meant to split into arguments
 {
+  [[ $skip == *" tests "* ]] ||
+    run python3 -m pytest -q -p no:cacheprovider tests/engine/test_static_decode_cuda.py
   [[ $skip == *" decode "* ]] ||
     run python3 bench/decode_gpu.py --workdir "$work" --out "$out/decode_gpu-$gpu.json" ${DECODE_ARGS:-}
   [[ $skip == *" plan "* ]] ||
