@@ -4,7 +4,8 @@
 
 For each shape it writes a folder with a real-shaped config and processor (published sizes of
 the checkpoint, a small offline tokenizer), fills it with random bf16 weights, loads it through
-the engine's own loading code in NF4 on CUDA, answers one image at the planned size and reads
+the engine's own loading code in NF4 on CUDA, warms it up as the engine does (capturing its
+graphs), answers one image at the planned size and a follow-up, and reads
 ``torch.cuda.max_memory_allocated`` (peak of loading and of answering). The planner's
 ``allocated_bytes`` (weights + KV cache + activations, the part torch's allocator sees) is
 compared with that peak; the target is within 15 %. Needs a CUDA GPU (about 20 GB of disk per
@@ -294,17 +295,21 @@ def measure(name: str, workdir: Path, tokens: int, keep: bool = False) -> dict[s
         _fill_random_weights(folder)
     torch.cuda.reset_peak_memory_stats()
     backend = LocalHFBackend.load(LoadSpec(model=str(folder), quant="nf4", device="cuda"))
+    backend.warm_up()  # as the engine does after loading: the graphs and their pools
     load_peak = torch.cuda.max_memory_allocated()
     resident = torch.cuda.memory_allocated()
     image = workdir / f"{name}.png"
     Image.new("RGB", (width, height), (90, 140, 200)).save(image)
     torch.cuda.reset_peak_memory_stats()
+    question = [p.ChatMessage(role="user", text="Describe this image.", images=[str(image)])]
     result = backend.chat(
-        [p.ChatMessage(role="user", text="Describe this image.", images=[str(image)])],
-        p.Sampling(max_new_tokens=tokens),
-        on_text=lambda _text: None,
+        question, p.Sampling(max_new_tokens=tokens), on_text=lambda _text: None,
         cancelled=lambda: False,
-    )
+    )  # fmt: skip
+    follow_up = [*question, p.ChatMessage(role="assistant", text=result.text),
+                 p.ChatMessage(role="user", text="And the colours?")]  # fmt: skip
+    backend.chat(follow_up, p.Sampling(max_new_tokens=8), on_text=lambda _text: None,
+                 cancelled=lambda: False)  # fmt: skip
     answer_peak = torch.cuda.max_memory_allocated()
     backend.close()
     del backend

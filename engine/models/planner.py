@@ -18,6 +18,7 @@ from typing import Any
 
 from engine.errors import ModelNotFound, OutOfMemory, Unsupported
 from engine.models import image_tokens
+from engine.models.families import quirks_for
 from engine.models.resolve import PICKLE_SUFFIXES, ResolvedModel, check_remote_code, resolve_model
 from engine.protocol import DeviceInfo
 from engine.protocol.models import GIB, MemoryPlan, PlanMemory, fit_verdict
@@ -313,6 +314,15 @@ def _assemble(
     kv = 0 if embedding else kv_cache_bytes(config, sequence, cost.cross_attention_tokens, target)
     images = shape.images
     activations = _activation_bytes(config, skeleton, target, sequence, cost, images, embedding)
+    if (
+        target.device == "cuda"
+        and target.quant != "none"
+        and not embedding
+        and quirks_for(resolved.model_type).static_decode
+    ):
+        # The follow-up's captured prefill (engine.backends.static_decode) keeps a memory pool
+        # of its own, which holds one dequantised weight for as long as the model is loaded.
+        activations += skeleton.largest_linear * target.dtype_bytes
     allocated = weights + kv + activations
     if target.device == "cuda":
         overhead = CUDA_CONTEXT_BYTES + int(allocated * ALLOCATOR_SLACK)

@@ -157,6 +157,21 @@ def test_nf4_quantises_the_linear_layers_and_keeps_embeddings_and_lm_head(shaped
     assert 3.5 * GIB < nf4.weights_bytes < 4.0 * GIB
 
 
+def test_a_gpu_plan_holds_the_captured_follow_up_prefills_dequantised_weight(
+    shaped, monkeypatch
+) -> None:
+    """On CUDA a 4-bit model's follow-up prefill is a captured graph whose pool keeps one
+    dequantised weight (the largest Linear: LLaVA-1.5-7B's MLP, 4096 x 11008 in bf16); a bf16
+    model dequantises nothing."""
+    folder = shaped["llava-1.5-7b"]
+    graphs = [plan(folder, quant=quant).activation_bytes for quant in ("nf4", "none")]
+    generate_only = planner.quirks_for("mllama")  # a family that keeps generate()
+    monkeypatch.setattr(planner, "quirks_for", lambda _type: generate_only)
+    without = [plan(folder, quant=quant).activation_bytes for quant in ("nf4", "none")]
+    assert graphs[0] - without[0] == 4096 * 11008 * 2
+    assert graphs[1] == without[1]
+
+
 def test_the_verdict_compares_the_total_with_the_gpu_and_advises_lighter_options(shaped) -> None:
     folder = shaped["qwen2-vl-7b"]
     big = plan(folder, quant="nf4", vram_bytes=24 * GIB)
