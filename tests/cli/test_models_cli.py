@@ -44,7 +44,7 @@ def test_plan_json_is_machine_readable_and_advises_when_it_does_not_fit(
 ) -> None:
     result = run_cli(
         "models", "plan", str(llava_7b_config), "--quant", "none", "--vram", "8", "--json",
-        "--images", "2", "--context", "4096",
+        "--images", "2", "--context", "2048",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
