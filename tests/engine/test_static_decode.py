@@ -30,6 +30,19 @@ def answer(backend: LocalHFBackend, messages: list[p.ChatMessage], **extra: Any)
     )
 
 
+def two_turns(
+    picture: str, question: str = "What is this?"
+) -> tuple[list[p.ChatMessage], list[p.ChatMessage]]:
+    """A first turn with the picture, and a follow-up about it."""
+    first_turn = [p.ChatMessage(role="user", text=question, images=[picture])]
+    follow_up = [
+        *first_turn,
+        p.ChatMessage(role="assistant", text="A blue box on orange."),
+        p.ChatMessage(role="user", text="And its colours?"),
+    ]
+    return first_turn, follow_up
+
+
 class PrefillLengths:
     """Records how many tokens each prefill of the static loop ran."""
 
@@ -52,12 +65,7 @@ def test_static_loop_equals_generate_token_for_token_and_reuses_the_cache(
     backend = LocalHFBackend.load(LoadSpec(str(tiny_model(family)), "nf4", "cpu"))
     assert backend.decoder is None, "on the CPU generate() stays the default"
     assert backend.info().decoding == "generate"
-    first_turn = [p.ChatMessage(role="user", text="What is this?", images=[picture])]
-    follow_up = [
-        *first_turn,
-        p.ChatMessage(role="assistant", text="A blue box on orange."),
-        p.ChatMessage(role="user", text="And its colours?"),
-    ]
+    first_turn, follow_up = two_turns(picture)
     plain_first = answer(backend, first_turn)
     backend.prefix_cache.clear()
     plain_follow_up = answer(backend, follow_up)
@@ -466,12 +474,7 @@ def test_positions_are_right_in_every_turn_with_position_sensitive_attention(
     if not quirks.static_decode:
         pytest.skip(f"{family} keeps generate()")
     sharpen_attention(backend.model)
-    first_turn = [p.ChatMessage(role="user", text="What is this?", images=[picture])]
-    follow_up = [
-        *first_turn,
-        p.ChatMessage(role="assistant", text="A blue box on orange."),
-        p.ChatMessage(role="user", text="And its colours?"),
-    ]
+    first_turn, follow_up = two_turns(picture)
     plain_first = answer(backend, first_turn).token_ids
     backend.prefix_cache.clear()
     fresh_follow_up = answer(backend, follow_up).token_ids
@@ -519,12 +522,7 @@ def test_follow_up_pieces_work_with_eager_attention_too(tiny_model, picture) -> 
     backend = LocalHFBackend.load(LoadSpec(str(tiny_model("qwen2_vl")), "none", "cpu"))
     backend.model.set_attn_implementation("eager")
     sharpen_attention(backend.model)
-    first_turn = [p.ChatMessage(role="user", text="What is this?", images=[picture])]
-    follow_up = [
-        *first_turn,
-        p.ChatMessage(role="assistant", text="A blue box on orange."),
-        p.ChatMessage(role="user", text="And its colours?"),
-    ]
+    first_turn, follow_up = two_turns(picture)
     fresh = answer(backend, follow_up).token_ids
     backend.set_static_decode(True, chunk=4)
     assert backend.decoder is not None and backend.decoder.chunk == 4

@@ -15,22 +15,12 @@ from engine import protocol as p
 from engine.backends.local_hf import LocalHFBackend
 from engine.runtime import LoadSpec
 from tests.engine.test_prefix_cache import sharpen_attention
-from tests.engine.test_static_decode import answer
+from tests.engine.test_static_decode import answer, two_turns
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 FAMILIES = ["llava", "qwen2_vl"]  # plain positions, and positions that carry the image's offset
-
-
-def conversation(picture: str, question: str) -> tuple[list[p.ChatMessage], list[p.ChatMessage]]:
-    first = [p.ChatMessage(role="user", text=question, images=[picture])]
-    follow_up = [
-        *first,
-        p.ChatMessage(role="assistant", text="A blue box on orange."),
-        p.ChatMessage(role="user", text="And what colours does it have, from left to right?"),
-    ]
-    return first, follow_up
 
 
 def plain_answers(backend: LocalHFBackend, turns: list[list[p.ChatMessage]]) -> list[list[int]]:
@@ -50,8 +40,8 @@ def test_captured_step_and_follow_up_answer_like_generate(
     backend = LocalHFBackend.load(LoadSpec(str(tiny_model(family)), quant, "cuda"))
     if quant == "none":
         sharpen_attention(backend.model, factor=4.0)  # a replay that misreads positions shows
-    one = conversation(picture, "What is this?")
-    two = conversation(picture, "Describe the picture.")
+    one = two_turns(picture, "What is this?")
+    two = two_turns(picture, "Describe the picture.")
     expected = plain_answers(backend, [*one, *two])
 
     assert backend.set_static_decode(True)
@@ -74,7 +64,7 @@ def test_warm_up_captures_both_graphs_before_the_first_question(
     tiny_model: Any, picture: str
 ) -> None:
     backend = LocalHFBackend.load(LoadSpec(str(tiny_model("qwen2_vl")), "nf4", "cuda"))
-    first, follow_up = conversation(picture, "What is this?")
+    first, follow_up = two_turns(picture, "What is this?")
     expected = plain_answers(backend, [first, follow_up])
     backend.set_static_decode(True)
     decoder = backend.decoder
