@@ -321,6 +321,8 @@ def main() -> int:
     args = parser.parse_args()
     import torch
 
+    from bench.report import write_merged
+
     if args.device == "cuda" and not torch.cuda.is_available():
         print("bench/decode_gpu.py needs a CUDA GPU (or --tiny F --device cpu).", file=sys.stderr)
         return 2
@@ -362,13 +364,11 @@ def main() -> int:
                     f"{row['peak_bytes'] / 2**30:>10.2f}"
                 )
             report["shapes"].append(shape)
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+            write_merged(Path(args.out), report, rows="shapes", key="shape", gpu="device")
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_merged(Path(args.out), report, rows="shapes", key="shape", gpu="device")
     return 0
 
 

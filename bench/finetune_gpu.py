@@ -15,7 +15,6 @@ Needs a CUDA GPU and about 15 GB of free disk for the random weights. Prints a t
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import sys
@@ -112,6 +111,7 @@ def main() -> int:
         print("finetune_gpu: no CUDA GPU here; this benchmark measures GPU training and needs one.")
         return 2
     from bench.memory_plan_gpu import _fill_random_weights, write_shaped
+    from bench.report import write_merged
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="vd-finetune-"))
     model = write_shaped("llava-1.5-7b", workdir / "llava-1.5-7b")
@@ -139,19 +139,12 @@ def main() -> int:
     if batch1 is not None:
         verdict = "within" if within else "OVER"
         print(f"batch 1 peak {batch1['peak_bytes'] / GIB:.2f} GB: {verdict} the 12 GB target")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "gpu": torch.cuda.get_device_name(0),
-                "target_batch1_bytes": TARGET_BATCH1_BYTES,
-                "rows": rows,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
+    report = {
+        "gpu": torch.cuda.get_device_name(0),
+        "target_batch1_bytes": TARGET_BATCH1_BYTES,
+        "rows": rows,
+    }
+    write_merged(Path(args.out), report, rows="rows", key="batch", gpu="gpu")
     return 0 if within else 1
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import shutil
 import sys
 import tempfile
@@ -367,12 +366,10 @@ def main() -> int:
             f"{row['measured_peak'] / gib:>9.2f}G{row['error']:>+8.1%} "
             f"{'ok' if row['within_target'] else 'OFF'}"
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps({"gpu": torch.cuda.get_device_name(0), "target": TARGET, "rows": rows}, indent=2)
-        + "\n"
-    )
+    from bench.report import write_merged
+
+    report = {"gpu": torch.cuda.get_device_name(0), "target": TARGET, "rows": rows}
+    write_merged(Path(args.out), report, rows="rows", key="shape", gpu="gpu")
     return 0 if all(row["within_target"] for row in rows) else 1
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU benchmark in one go, sharing the random-weight 7B models (written once, ~15 GB each).
 #   bash bench/run_gpu.sh [WORKDIR]        # results: bench/results/*-<gpu>.json, log: gpu-<gpu>.log
-# Extra arguments per benchmark, e.g. only what is still missing:
+# Extra arguments per benchmark, e.g. only what is still missing (rows of an earlier run on the
+# same GPU stay in the JSON: bench/report.py):
 #   PLAN_ARGS="--shapes qwen2-vl-7b" FINETUNE_ARGS="--batches 4" bash bench/run_gpu.sh
 # SKIP="plan finetune" leaves steps out (tests, decode, plan, finetune). "tests" runs the
 # GPU-only tests first: the captured decode step and follow-up prefill answer like generate.
