@@ -10,8 +10,9 @@ path refuses bitsandbytes 4-bit, so the engine keeps its own loop:
 - prefill is an ordinary eager forward over the new tokens, except a follow-up's text on a GPU:
   an eager forward is launch-bound (a 40-token follow-up costs about as much as an eager decode
   step, well over the time a captured step takes), so text after a cached prefix runs through
-  a second captured graph, ``CHUNK`` tokens at a time; the last chunk is padded and the cache's
-  length cut back to the real tokens afterwards (the padding's keys are overwritten next);
+  a second captured graph, ``CHUNK`` tokens at a time (up to ``MAX_PIECES``); the last chunk is
+  padded and the cache's length cut back to the real tokens afterwards (the padding's keys are
+  overwritten next);
 - the one-token decode step reads its input from a fixed buffer and writes logits to a fixed
   buffer. On CUDA the first step of a cache runs eagerly (warm-up) and is then captured with
   ``torch.cuda.CUDAGraph``; every later step is one ``graph.replay()``. Positions come from the
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 
 BUCKET = 256  # cache capacity grows in steps of this many tokens
 CHUNK = 32  # a follow-up's text is prefilled by a captured graph this many tokens at a time
+# ...up to this many pieces. Each replay reads (and, for 4-bit, dequantises) every weight once,
+# so a long text is cheaper as one eager prefill, whose launches are then a small part.
+MAX_PIECES = 4
 
 
 def capacity_for(tokens: int, limit: int | None = None) -> int:
@@ -74,6 +78,7 @@ class StaticDecoder:
         # Captured follow-up prefill (``extend``): on by default wherever the step is captured
         # and the attention takes a ready-made mask; ``chunk`` forces it (tests run it eagerly).
         self.chunk = (CHUNK if self.use_graphs else 0) if chunk is None else chunk
+        self.max_pieces = MAX_PIECES
         self._mask_kind = _mask_kind(model)
         if self._mask_kind is None:
             self.chunk = 0
@@ -143,11 +148,15 @@ class StaticDecoder:
 
     def extend(self, input_ids: Any, start: int) -> Any:
         """Prefill text that follows the ``start`` cached positions (a follow-up question, no
-        images); the last position's logits. Where the decoder captures graphs this runs in
-        ``chunk``-token pieces through a captured forward, otherwise as one eager prefill."""
+        images); the last position's logits. Where the decoder captures graphs a short text runs
+        in ``chunk``-token pieces through a captured forward, otherwise as one eager prefill."""
         total = input_ids.shape[-1]
         pieces = -(-total // self.chunk) if self.chunk else 0
-        if not pieces or self.chunk_error or start + pieces * self.chunk > self.capacity:
+        if (
+            not 0 < pieces <= self.max_pieces
+            or self.chunk_error
+            or start + pieces * self.chunk > self.capacity
+        ):
             return self.prefill({"input_ids": input_ids})
         logits: Any = None
         for offset in range(0, total, self.chunk):

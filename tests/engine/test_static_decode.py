@@ -492,6 +492,7 @@ def test_positions_are_right_in_every_turn_with_position_sensitive_attention(
         backend.set_static_decode(True, chunk=chunk)
         decoder = backend.decoder
         assert decoder is not None and decoder.chunk == chunk
+        decoder.max_pieces = 100  # pieces of 4: many of them, to cover their joins
         pieces = ChunkCalls(decoder)
         assert answer(backend, first_turn).token_ids == plain_first
         assert pieces.count == 0, "a first turn with its image is one ordinary prefill"
@@ -526,8 +527,33 @@ def test_follow_up_pieces_work_with_eager_attention_too(tiny_model, picture) -> 
     fresh = answer(backend, follow_up).token_ids
     backend.set_static_decode(True, chunk=4)
     assert backend.decoder is not None and backend.decoder.chunk == 4
+    backend.decoder.max_pieces = 100
     pieces = ChunkCalls(backend.decoder)
     answer(backend, first_turn)
     chunked = answer(backend, follow_up)
     assert chunked.cached_tokens > 0 and pieces.count > 1
     assert chunked.token_ids == fresh
+
+
+def test_a_long_follow_up_is_one_ordinary_prefill(tiny_model, picture) -> None:
+    """Each piece reads every weight once: beyond a few pieces one eager prefill is cheaper."""
+    from engine.backends.static_decode import MAX_PIECES
+
+    backend = LocalHFBackend.load(LoadSpec(str(tiny_model("llava")), "none", "cpu"))
+    first_turn, _ = two_turns(picture)
+    long_text = " ".join(["Please describe every part of the picture in detail."] * 12)
+    follow_up = [
+        *first_turn,
+        p.ChatMessage(role="assistant", text="A blue box on orange."),
+        p.ChatMessage(role="user", text=long_text),
+    ]
+    fresh = answer(backend, follow_up).token_ids
+    backend.set_static_decode(True, chunk=8)
+    assert backend.decoder is not None
+    pieces, prefills = ChunkCalls(backend.decoder), PrefillLengths(backend)
+    answer(backend, first_turn)
+    reused = answer(backend, follow_up)
+    new_tokens = reused.prompt_tokens - reused.cached_tokens
+    assert reused.cached_tokens > 0 and new_tokens > 8 * MAX_PIECES
+    assert pieces.count == 0 and prefills.lengths[-1] == new_tokens
+    assert reused.token_ids == fresh
