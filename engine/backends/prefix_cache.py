@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from engine.errors import BadInput
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +87,41 @@ def cache_bytes(cache: Any) -> int:
     return total
 
 
+_KEYS: OrderedDict[tuple[str, int, int, int], str] = OrderedDict()  # file version -> hash
+_KEYS_LOCK = threading.Lock()
+_KEYS_KEPT = 256
+
+
 def image_key(path: str) -> str:
-    """Content hash of an image file: the same picture under another name is the same image."""
+    """Content hash of an image file: the same picture under another name is the same image.
+
+    Remembered per version of the file (its path, size, modification time and inode), so each
+    turn of a conversation about a large photo does not read and hash it again."""
+    file = Path(path)
+    try:
+        info = file.stat()
+        version = (str(file.resolve()), info.st_size, info.st_mtime_ns, info.st_ino)
+        with _KEYS_LOCK:
+            key = _KEYS.get(version)
+        if key is None:
+            key = _file_digest(file)
+    except OSError as exc:
+        from engine.documents.images import load_image
+
+        load_image(file)  # raises what is wrong in the person's words: missing, a folder…
+        raise BadInput(f"Image not readable: {file.name} ({exc.strerror or exc})") from exc
+    with _KEYS_LOCK:
+        _KEYS[version] = key
+        _KEYS.move_to_end(version)
+        while len(_KEYS) > _KEYS_KEPT:
+            _KEYS.popitem(last=False)
+    return key
+
+
+def _file_digest(file: Path) -> str:
     digest = hashlib.sha256()
-    with Path(path).open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
+    with file.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 

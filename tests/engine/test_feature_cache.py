@@ -113,3 +113,36 @@ def test_the_image_processor_runs_once_per_picture_and_answers_do_not_change(
     backend.pixel_cache.clear()
     backend.feature_cache.clear()
     assert ask(backend, "Which colours?", first).token_ids == answers[0]
+
+
+def test_a_pictures_hash_is_read_once_per_version_of_the_file(tmp_path, monkeypatch) -> None:
+    from engine.backends import prefix_cache
+
+    reads: list[str] = []
+    digest = prefix_cache._file_digest
+
+    def counted(file: Any) -> str:
+        reads.append(file.name)
+        return digest(file)
+
+    monkeypatch.setattr(prefix_cache, "_file_digest", counted)
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (64, 48), (200, 120, 40)).save(photo)
+    first = prefix_cache.image_key(str(photo))
+    assert prefix_cache.image_key(str(photo)) == first and reads == ["photo.png"]
+
+    Image.new("RGB", (64, 48), (10, 200, 10)).save(photo)  # edited in place: a new version
+    edited = prefix_cache.image_key(str(photo))
+    assert edited != first and edited == digest(photo) and reads == ["photo.png"] * 2
+
+
+@pytest.mark.parametrize(("name", "message"), [("gone.png", "not found"), (".", "folder")])
+def test_a_missing_picture_or_a_folder_is_a_clear_error_before_any_work(
+    name, message, tiny_model, tmp_path
+) -> None:
+    from engine.errors import BadInput
+
+    backend = LocalHFBackend.load(LoadSpec(str(tiny_model("llava")), "nf4", "cpu"))
+    question = [p.ChatMessage(role="user", text="What is this?", images=[str(tmp_path / name)])]
+    with pytest.raises(BadInput, match=message):
+        backend.chat(question, GREEDY, on_text=lambda _t: None, cancelled=lambda: False)
