@@ -219,6 +219,20 @@ class LocalHFBackend:
         self.pixel_cache.clear()
         self._decoded.clear()
 
+    def release_memory(self) -> None:
+        """Give back every cache of earlier requests and the decode loop's KV cache (it is
+        allocated anew by the next turn), then return freed blocks to the device."""
+        import gc
+
+        self.forget_images()
+        if self.decoder is not None:
+            self.decoder.release()
+        gc.collect()
+        if self.model is not None and self.model.device.type == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
     def close(self) -> None:
         self.forget_images()
         if self.decoder is not None:
@@ -319,25 +333,32 @@ class LocalHFBackend:
         started = time.perf_counter()
         images = tuple(image_key(path) for message in messages for path in message.images)
         inputs = self.build_inputs(messages, images, on_device=False)
-        if sampling.seed is not None:
-            torch.manual_seed(sampling.seed)
-        streamer = IncrementalStreamer(self.tokenizer, on_text)
-        stop = CancelCriteria(cancelled)
-        try:
-            with torch.inference_mode(), self.feature_cache.images(images):
-                turn = Turn(inputs, images, sampling, processors, streamer, stop)
-                decoded = None
-                if self.decoder is not None:
-                    decoded = self._decode_static_or_fall_back(turn)
-                if decoded is None:
-                    decoded = self._generate(turn)
-                new_ids, cached_tokens = decoded
-        except Exception as exc:
-            self.prefix_cache.clear()
-            error = classify(exc)
-            if error.code == "out_of_memory" and self.decoder is not None:
-                self.decoder.release()  # give the cache back; the next turn allocates anew
-            raise error from exc
+        for attempt in (1, 2):
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+            streamer = IncrementalStreamer(self.tokenizer, on_text)
+            stop = CancelCriteria(cancelled)
+            try:
+                with torch.inference_mode(), self.feature_cache.images(images):
+                    turn = Turn(inputs, images, sampling, processors, streamer, stop)
+                    decoded = None
+                    if self.decoder is not None:
+                        decoded = self._decode_static_or_fall_back(turn)
+                    if decoded is None:
+                        decoded = self._generate(turn)
+                    new_ids, cached_tokens = decoded
+                break
+            except Exception as exc:
+                self.prefix_cache.clear()
+                error = classify(exc)
+                if error.code != "out_of_memory":
+                    raise error from exc
+                # What earlier requests left behind (their KV cache, image features) may be
+                # what no longer fits: give it all back, and try once more if nothing was said.
+                self.release_memory()
+                if attempt == 2 or streamer.token_ids:
+                    raise error from exc
+                log.warning("out of memory in %s; retrying with caches released", self._info.model)
         prompt_tokens = int(inputs["input_ids"].shape[-1])
         text = streamer.finish(self.tokenizer.decode(new_ids, skip_special_tokens=True))
         first = streamer.first_token_at

@@ -148,3 +148,60 @@ def test_the_engine_reports_cached_tokens_for_a_follow_up(tiny_model, picture) -
         assert first.result["cached_tokens"] == 0 and second.result["cached_tokens"] > 0
     finally:
         engine.close()
+
+
+class FailingForward:
+    """The language model's forward, out of device memory on the calls numbered in ``fail``."""
+
+    def __init__(self, backend: LocalHFBackend, fail: Any) -> None:
+        from engine.backends.static_decode import inner_model
+
+        self.calls = 0
+        language_model = inner_model(backend.model).language_model
+        original = language_model.forward
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            import torch
+
+            self.calls += 1
+            if self.calls in fail:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return original(*args, **kwargs)
+
+        language_model.forward = forward
+
+
+def test_out_of_memory_gives_back_what_earlier_turns_kept_and_tries_once_more(
+    tiny_model, picture
+) -> None:
+    backend = LocalHFBackend.load(LoadSpec(str(tiny_model("llava")), "nf4", "cpu"))
+    first_turn = [p.ChatMessage(role="user", text="What is this?", images=[picture])]
+    follow_up = [
+        *first_turn,
+        p.ChatMessage(role="assistant", text="A box."),
+        p.ChatMessage(role="user", text="And its colours?"),
+    ]
+    fresh = answer(backend, follow_up).token_ids
+    backend.forget_images()
+    answer(backend, first_turn)  # leaves its KV cache and the image's features behind
+    assert backend.feature_cache.total_bytes() > 0
+    failing = FailingForward(backend, fail={1})
+    retried = answer(backend, follow_up)
+    assert retried.token_ids == fresh
+    assert retried.cached_tokens == 0, "the kept conversation was given back before the retry"
+    assert failing.calls == 1 + retried.completion_tokens  # the failed prefill, then the answer
+
+
+@pytest.mark.parametrize(("fail", "calls"), [(range(1, 99), 2), ({3}, 3)])
+def test_out_of_memory_that_persists_or_comes_mid_answer_is_reported(
+    tiny_model, picture, fail, calls
+) -> None:
+    """Tried once more at most, and never once text has been streamed."""
+    from engine.errors import EngineError
+
+    backend = LocalHFBackend.load(LoadSpec(str(tiny_model("llava")), "nf4", "cpu"))
+    failing = FailingForward(backend, fail=fail)
+    with pytest.raises(EngineError) as raised:
+        answer(backend, [p.ChatMessage(role="user", text="What is this?", images=[picture])])
+    assert raised.value.code == "out_of_memory"
+    assert failing.calls == calls  # the third call comes after two tokens: no retry then
