@@ -289,6 +289,14 @@ def test_an_adapter_decodes_the_same_in_the_static_loop_at_its_training_image_si
     ]
     reused = answer(adapted, follow_up)
     assert reused.cached_tokens > 0
+    adapted.set_static_decode(True, chunk=4)  # the follow-up in pieces, through peft's wrapper
+    assert adapted.decoder is not None
+    adapted.decoder.max_pieces = 100
+    pieces = ChunkCalls(adapted.decoder)
+    answer(adapted, question)
+    in_pieces = answer(adapted, follow_up)
+    assert in_pieces.cached_tokens > 0 and pieces.count > 0
+    assert in_pieces.token_ids == reused.token_ids
     adapted.set_static_decode(False)
     assert answer(adapted, follow_up).token_ids == reused.token_ids
 
