@@ -327,13 +327,13 @@ class LocalHFBackend:
 
         from engine.backends.streaming import CancelCriteria, IncrementalStreamer
 
-        processors = LogitsProcessorList()
-        if json_schema is not None:
-            processors.append(self._json_processor(json_schema))
         started = time.perf_counter()
         images = tuple(image_key(path) for message in messages for path in message.images)
         inputs = self.build_inputs(messages, images, on_device=False)
         for attempt in (1, 2):
+            processors = LogitsProcessorList()  # a grammar's matcher starts afresh each attempt
+            if json_schema is not None:
+                processors.append(self._json_processor(json_schema))
             if sampling.seed is not None:
                 torch.manual_seed(sampling.seed)
             streamer = IncrementalStreamer(self.tokenizer, on_text)

@@ -205,3 +205,37 @@ def test_out_of_memory_that_persists_or_comes_mid_answer_is_reported(
         answer(backend, [p.ChatMessage(role="user", text="What is this?", images=[picture])])
     assert raised.value.code == "out_of_memory"
     assert failing.calls == calls  # the third call comes after two tokens: no retry then
+
+
+def test_a_constrained_answer_retried_after_out_of_memory_is_the_same_valid_json(
+    tiny_model, picture
+) -> None:
+    """The failure comes after the grammar chose the first token but before anything was
+    streamed (the static loop queues a step first): the retry starts the grammar afresh."""
+    import json
+
+    backend = LocalHFBackend.load(LoadSpec(str(tiny_model("llava")), "nf4", "cpu"))
+    backend.set_static_decode(True)
+    assert backend.decoder is not None
+    backend.decoder.ready = lambda: True  # type: ignore[method-assign]
+    schema = {
+        "type": "object",
+        "properties": {"colour": {"type": "string", "maxLength": 12}, "boxes": {"type": "integer"}},
+        "required": ["colour", "boxes"],
+    }
+    question = [p.ChatMessage(role="user", text="Describe it as JSON.", images=[picture])]
+    sampling = p.Sampling(max_new_tokens=60)
+
+    def ask() -> Any:
+        return backend.chat(
+            question, sampling, on_text=lambda _t: None, cancelled=lambda: False,
+            json_schema=schema,
+        )  # fmt: skip
+
+    expected = ask()
+    backend.forget_images()
+    failing = FailingForward(backend, fail={2})
+    retried = ask()
+    assert failing.calls > 2
+    assert retried.token_ids == expected.token_ids
+    assert set(json.loads(retried.text)) == {"colour", "boxes"}
