@@ -33,6 +33,7 @@ class _ImageKeyedCache:
         self.budget_bytes = budget_bytes
         self.entries = entries
         self._cache: OrderedDict[tuple[Any, ...], tuple[Any, int]] = OrderedDict()
+        self._bytes = 0  # the sizes in ``_cache``, summed
         self._images: tuple[str, ...] = ()
         self.hits = 0
         self.misses = 0
@@ -48,9 +49,10 @@ class _ImageKeyedCache:
 
     def clear(self) -> None:
         self._cache.clear()
+        self._bytes = 0
 
     def total_bytes(self) -> int:
-        return sum(size for _output, size in self._cache.values())
+        return self._bytes
 
     def _cached_call(
         self, compute: Callable[[], Any], key: tuple[Any, ...] | None, fresh: Callable[[Any], Any]
@@ -68,10 +70,11 @@ class _ImageKeyedCache:
         size = sum(array.nbytes for array in _arrays(output))
         if size <= self.budget_bytes:
             self._cache[key] = (output, size)
-            while self.total_bytes() > self.budget_bytes or (
+            self._bytes += size
+            while self._bytes > self.budget_bytes or (
                 self.entries is not None and len(self._cache) > self.entries
             ):
-                self._cache.popitem(last=False)
+                self._bytes -= self._cache.popitem(last=False)[1][1]
         return fresh(output)
 
 

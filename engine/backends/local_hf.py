@@ -234,9 +234,7 @@ class LocalHFBackend:
             torch.cuda.empty_cache()
 
     def close(self) -> None:
-        self.forget_images()
-        if self.decoder is not None:
-            self.decoder.release()
+        self.release_memory()
         self.decoder = None
         self.model = None
         self.processor = None
@@ -349,9 +347,9 @@ class LocalHFBackend:
                     new_ids, cached_tokens = decoded
                 break
             except Exception as exc:
-                self.prefix_cache.clear()
                 error = classify(exc)
                 if error.code != "out_of_memory":
+                    self.prefix_cache.clear()
                     raise error from exc
                 # What earlier requests left behind (their KV cache, image features) may be
                 # what no longer fits: give it all back, and try once more if nothing was said.

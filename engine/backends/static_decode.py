@@ -48,6 +48,9 @@ def capacity_for(tokens: int, limit: int | None = None) -> int:
 class StaticDecoder:
     """A model's static KV cache and its captured decode step."""
 
+    cache: Any  # a transformers StaticCache, or None until ``reserve``
+    capacity: int
+
     def __init__(
         self,
         model: Any,
@@ -64,14 +67,11 @@ class StaticDecoder:
         self.mrope = mrope  # Qwen2-VL family: 3-D positions = text position + the image's delta
         on_cuda = self.device.type == "cuda"
         self.use_graphs = on_cuda if use_graphs is None else (use_graphs and on_cuda)
-        self.cache: Any = None
-        self.capacity = 0
         self._ids = torch.zeros((1, 1), dtype=torch.long, device=self.device)
         # The images' rotary offset of the current conversation (Qwen2-VL family), copied here
         # after each prefill: a captured step must read it from an address that never changes,
         # and the model assigns a new tensor for every new conversation.
         self._deltas = torch.zeros((1, 1), dtype=torch.long, device=self.device)
-        self._step = _Captured(self._forward)
         self.graph_error: str | None = None  # why graphs were given up for this model, if they were
         self.steps_replayed = 0
         self.fused: list[str] = fuse_small_ops(model) if fuse and self.use_graphs else []
@@ -85,9 +85,9 @@ class StaticDecoder:
         self._chunk_ids = torch.zeros((1, max(self.chunk, 1)), dtype=torch.long, device=self.device)
         self._chunk_last = torch.zeros(1, dtype=torch.long, device=self.device)
         self._chunk_offsets = torch.arange(max(self.chunk, 1), device=self.device)
-        self._extend = _Captured(self._chunk_forward)
         self.chunk_error: str | None = None  # why follow-ups were left eager, if they were
         self.chunks_replayed = 0
+        self.release()  # no cache yet, and nothing captured
 
     # --- the cache ---------------------------------------------------------------------------
     def reserve(self, tokens: int, keep: int = 0) -> bool:
