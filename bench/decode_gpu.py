@@ -2,6 +2,7 @@
 
     python bench/decode_gpu.py [--shapes llava-1.5-7b qwen2-vl-7b] [--tokens 256]
     python bench/decode_gpu.py --tiny llava --device cpu      # a quick smoke run of the script
+    python bench/decode_gpu.py --paths torchao_int4           # add torchao's int4 beside NF4
 
 For each real shape (random bf16 weights, written once and loaded through the engine's own
 loading code in NF4) it measures, with one 336-px-class image and a short question:
@@ -14,7 +15,12 @@ loading code in NF4) it measures, with one 336-px-class image and a short questi
   default on NVIDIA GPUs), streaming through the engine's incremental detokeniser;
 - ``turn2``: a short follow-up about the same image through the engine's backend, which reuses
   the conversation's KV cache and prefills the new text through a captured graph (time to first
-  token only; the same follow-up prefilled eagerly is reported beside it).
+  token only; the same follow-up prefilled eagerly is reported beside it);
+- ``engine_fused``: ``engine_graph`` with RMSNorm and rotary compiled (``fuse_small_ops``);
+- ``torchao_int4`` (only when asked for with ``--paths``; needs torchao): torchao's int4
+  weight-only format instead of NF4, in the engine's loop with CUDA graphs.
+
+``--paths`` measures some of them; an earlier run's other paths on this GPU stay in the JSON.
 
 Time to first token and decode tokens/s over ``--tokens`` new tokens (``min_new_tokens`` forces
 the full length), and the peak memory of each path. The last columns compare decode speed with
@@ -188,6 +194,9 @@ def time_follow_up(backend: Any, image: str, device: str) -> dict:
     kernels that short prefills use and captures the follow-up's graph); the first
     conversation's turn 2 is reported as cold, and a third one prefills its follow-up eagerly
     (as on a GPU before follow-ups were captured) for comparison."""
+    from engine.backends.local_hf import use_static_decode
+
+    backend.set_static_decode(use_static_decode(device))
     cold = _conversation(backend, image, device, "What is in the picture?")
     warm = _conversation(backend, image, device, "Describe this image.")
     warm["cold_ttft_s"] = cold["ttft_s"]
@@ -232,20 +241,21 @@ def _flush(rows: dict) -> None:
     print(f"  {name}: {json.dumps(row, default=str)}", flush=True)
 
 
+NF4_PATHS = ("plain", "static_cache", "engine_eager", "engine_graph", "turn2", "engine_fused")
+PATHS = (*NF4_PATHS, "torchao_int4")
+
+
 def run_shape(
     name: str,
     workdir: Path,
     tokens: int,
     device: str,
     tiny: str | None,
+    paths: tuple[str, ...] = NF4_PATHS,
     keep: bool = False,
-    fused: bool = True,
 ) -> dict:
     import torch
     from PIL import Image
-
-    from engine.backends.local_hf import LocalHFBackend
-    from engine.runtime import LoadSpec
 
     if tiny:
         from engine.testing import tiny_model_path
@@ -259,45 +269,122 @@ def run_shape(
             _fill_random_weights(folder)
     image = workdir / f"{name}.png"
     Image.new("RGB", size, (90, 140, 200)).save(image)
-    quant = "nf4"
-    backend = LocalHFBackend.load(LoadSpec(model=str(folder), quant=quant, device=device))
-    weight_bytes = int(backend.model.get_memory_footprint())
-    from engine import protocol as p
-
-    inputs = backend.build_inputs(
-        [p.ChatMessage(role="user", text="Describe this image.", images=[str(image)])]
-    )
-    backend.set_static_decode(False)
-    rows = {"plain": time_generate(backend, inputs, tokens, device)}
-    _flush(rows)
-    rows["static_cache"] = time_generate(
-        backend, inputs, tokens, device, cache_implementation="static"
-    )
-    _flush(rows)
-    if device == "cuda":
-        rows["engine_eager"] = time_engine(backend, inputs, tokens, device, graphs=False)
+    rows: dict[str, dict] = {}
+    shape: dict[str, Any] = {"shape": tiny or name, "paths": rows}
+    if any(path in paths for path in NF4_PATHS):
+        shape["weight_bytes"] = run_nf4(folder, image, tokens, device, paths, rows)
+    if "torchao_int4" in paths:  # its own process state: after every NF4 path
+        rows["torchao_int4"] = time_torchao(folder, image, tokens, device)
         _flush(rows)
-    rows["engine_graph"] = time_engine(backend, inputs, tokens, device, graphs=True)
-    _flush(rows)
-    rows["turn2"] = time_follow_up(backend, str(image), device)  # the engine's default loop
-    _flush(rows)
-    if device == "cuda" and fused:  # last: compiling patches the model for this process
-        rows["engine_fused"] = time_engine(backend, inputs, tokens, device, graphs=True, fuse=True)
-    backend.close()
-    del backend
     gc.collect()
     if device == "cuda":
         torch.cuda.empty_cache()
     if not tiny and not keep:
         shutil.rmtree(folder, ignore_errors=True)
-    return {"shape": tiny or name, "weight_bytes": weight_bytes, "paths": rows}
+    return shape
+
+
+def run_nf4(
+    folder: Path, image: Path, tokens: int, device: str, paths: tuple[str, ...], rows: dict
+) -> int:
+    """The NF4 paths of ``paths`` (bitsandbytes, the engine's default format) into ``rows``;
+    the model's weight bytes."""
+    from engine import protocol as p
+    from engine.backends.local_hf import LocalHFBackend
+    from engine.runtime import LoadSpec
+
+    backend = LocalHFBackend.load(LoadSpec(model=str(folder), quant="nf4", device=device))
+    weight_bytes = int(backend.model.get_memory_footprint())
+    inputs = backend.build_inputs(
+        [p.ChatMessage(role="user", text="Describe this image.", images=[str(image)])]
+    )
+    backend.set_static_decode(False)
+    measures = {
+        "plain": lambda: time_generate(backend, inputs, tokens, device),
+        "static_cache": lambda: time_generate(
+            backend, inputs, tokens, device, cache_implementation="static"
+        ),
+        "engine_eager": lambda: time_engine(backend, inputs, tokens, device, graphs=False),
+        "engine_graph": lambda: time_engine(backend, inputs, tokens, device, graphs=True),
+        "turn2": lambda: time_follow_up(backend, str(image), device),  # the engine's default
+        # Last: compiling patches the model's family for this process.
+        "engine_fused": lambda: time_engine(backend, inputs, tokens, device, True, fuse=True),
+    }
+    for path, measure in measures.items():
+        if path in paths and (device == "cuda" or path not in ("engine_eager", "engine_fused")):
+            rows[path] = measure()
+            _flush(rows)
+    backend.close()
+    return weight_bytes
+
+
+def time_torchao(folder: Path, image: Path, tokens: int, device: str) -> dict:
+    """torchao's int4 weight-only format (tinygemm kernels, group size 128) in the engine's loop
+    with CUDA graphs: the other well-kept 4-bit path, measured beside NF4. The model is loaded
+    in bf16 through the engine's loader and its linear layers (all but the output head, as
+    bitsandbytes does) quantised in place. Without CUDA a CPU layout of the same int4 weights
+    stands in, so a smoke run covers the code. A failure is a row with its error."""
+    import torch
+    from torchao.quantization import Int4WeightOnlyConfig, IntxWeightOnlyConfig, quantize_
+    from torchao.quantization.granularity import PerGroup
+
+    from engine import protocol as p
+    from engine.backends.local_hf import LocalHFBackend
+    from engine.runtime import LoadSpec
+
+    group = 128 if device == "cuda" else 32
+    if device == "cuda":
+        config: Any = Int4WeightOnlyConfig(
+            group_size=group, int4_packing_format="tile_packed_to_4d"
+        )
+    else:
+        config = IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(group))
+    backend = None
+    try:
+        backend = LocalHFBackend.load(LoadSpec(model=str(folder), quant="none", device=device))
+        quantize_(
+            backend.model,
+            config,
+            filter_fn=lambda module, name: (
+                isinstance(module, torch.nn.Linear)
+                and not name.endswith("lm_head")
+                and module.in_features % group == 0
+            ),
+        )
+        gc.collect()
+        if device == "cuda":
+            torch.cuda.empty_cache()
+            weight_bytes = int(torch.cuda.memory_allocated())  # everything resident: the model
+        else:
+            weight_bytes = int(backend.model.get_memory_footprint())
+        inputs = backend.build_inputs(
+            [p.ChatMessage(role="user", text="Describe this image.", images=[str(image)])]
+        )
+        row = time_engine(backend, inputs, tokens, device, graphs=True)
+        row.update(weight_bytes=weight_bytes, quantisation=f"torchao int4 weight-only, g{group}")
+        return row
+    except Exception as exc:  # a measurement, not a product path: say what failed
+        return {"ttft_s": None, "decode_tokens_per_s": None, "peak_bytes": 0,
+                "error": f"{type(exc).__name__}: {exc}"}  # fmt: skip
+    finally:
+        if backend is not None:
+            backend.close()
+
+
+def _torchao_missing() -> str | None:
+    """Why torchao's int4 path cannot be measured here, or None."""
+    try:
+        import torchao.quantization  # noqa: F401
+    except Exception as exc:  # not installed, or built for another torch
+        return f"torchao does not import ({type(exc).__name__}: {exc})"
+    return None
 
 
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     found = {}
-    for package in ("torch", "transformers", "bitsandbytes"):
+    for package in ("torch", "transformers", "bitsandbytes", "torchao"):
         try:
             found[package] = version(package)
         except PackageNotFoundError:
@@ -313,7 +400,12 @@ def main() -> int:
     parser.add_argument("--tiny", default=None, help="a tiny family instead of real shapes")
     parser.add_argument("--out", default="bench/results/decode_gpu.json")
     parser.add_argument(
-        "--no-fused", action="store_true", help="skip the compiled norm/rotary variant"
+        "--paths",
+        nargs="+",
+        default=list(NF4_PATHS),
+        choices=PATHS,
+        help="what to measure (default: the NF4 paths; torchao_int4 needs torchao); rows of "
+        "the other paths from an earlier run on this GPU stay in the JSON",
     )
     parser.add_argument(
         "--workdir", default=None, help="keep the random-weight models here for other benchmarks"
@@ -321,11 +413,14 @@ def main() -> int:
     args = parser.parse_args()
     import torch
 
-    from bench.report import write_merged
-
     if args.device == "cuda" and not torch.cuda.is_available():
         print("bench/decode_gpu.py needs a CUDA GPU (or --tiny F --device cpu).", file=sys.stderr)
         return 2
+    if "torchao_int4" in args.paths and (missing := _torchao_missing()):
+        print(f"torchao_int4 left out: {missing}", file=sys.stderr)
+        args.paths.remove("torchao_int4")
+        if not args.paths:
+            return 2
     bandwidth = copy_bandwidth(args.device)
     gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="decode-bench-"))
@@ -342,34 +437,56 @@ def main() -> int:
     print(header)
     try:
         for name in shapes:
-            shape = run_shape(
-                name,
-                workdir,
-                args.tokens,
-                args.device,
-                args.tiny,
-                keep=bool(args.workdir),
-                fused=not args.no_fused,
-            )
-            limit = bandwidth / shape["weight_bytes"]
-            base = shape["paths"]["plain"]["decode_tokens_per_s"]
-            for path, row in shape["paths"].items():
-                rate = row.get("decode_tokens_per_s")
-                row["ratio_to_plain"] = rate / base if rate and base else None
-                row["fraction_of_bandwidth_limit"] = rate / limit if rate else None
-                print(
-                    f"{shape['shape']:<16}{path:<14}{(row['ttft_s'] or 0) * 1e3:>9.1f}"
-                    f"{rate or 0:>9.1f}{row['ratio_to_plain'] or 0:>8.2f}"
-                    f"{(row['fraction_of_bandwidth_limit'] or 0) * 100:>7.1f}"
-                    f"{row['peak_bytes'] / 2**30:>10.2f}"
+            report["shapes"].append(
+                run_shape(
+                    name,
+                    workdir,
+                    args.tokens,
+                    args.device,
+                    args.tiny,
+                    paths=tuple(args.paths),
+                    keep=bool(args.workdir),
                 )
-            report["shapes"].append(shape)
-            write_merged(Path(args.out), report, rows="shapes", key="shape", gpu="device")
+            )
+            result = save(Path(args.out), report)
+            _print_shape(result["shapes"][-1])
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
-    write_merged(Path(args.out), report, rows="shapes", key="shape", gpu="device")
     return 0
+
+
+def save(out: Path, report: dict[str, Any]) -> dict[str, Any]:
+    """Write ``report`` with the other paths and shapes of an earlier run on this GPU, every
+    path compared with plain ``generate`` and with the bandwidth limit; what was written."""
+    from bench.report import merged, write
+
+    result = merged(out, report, rows="shapes", key="shape", gpu="device", nested="paths")
+    bandwidth = report["copy_bandwidth_bytes_per_s"]
+    for shape in result["shapes"]:
+        base = shape["paths"].get("plain", {}).get("decode_tokens_per_s")
+        for row in shape["paths"].values():
+            rate = row.get("decode_tokens_per_s")
+            # The limit: every weight byte read once per token, at the measured copy bandwidth.
+            weights = row.get("weight_bytes") or shape.get("weight_bytes")
+            row["ratio_to_plain"] = rate / base if rate and base else None
+            row["fraction_of_bandwidth_limit"] = (
+                rate * weights / bandwidth if rate and weights else None
+            )
+    write(out, result)
+    return result
+
+
+def _print_shape(shape: dict[str, Any]) -> None:
+    for path, row in shape["paths"].items():
+        print(
+            f"{shape['shape']:<16}{path:<14}{(row.get('ttft_s') or 0) * 1e3:>9.1f}"
+            f"{row.get('decode_tokens_per_s') or 0:>9.1f}{row['ratio_to_plain'] or 0:>8.2f}"
+            f"{(row['fraction_of_bandwidth_limit'] or 0) * 100:>7.1f}"
+            f"{row.get('peak_bytes', 0) / 2**30:>10.2f}"
+            + ("  (earlier run)" if row.get("earlier_run") else "")
+            + (f"  {row['error']}" if row.get("error") else "")
+        )
 
 
 if __name__ == "__main__":
