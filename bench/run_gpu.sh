@@ -12,7 +12,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-$(mktemp -d -t vd-gpu-bench-XXXX)}
-gpu=$(python3 -c "import torch; print(torch.cuda.get_device_name(0).split()[-1].lower())") || exit 2
+gpu=$(python3 -c "import torch; print('-'.join(torch.cuda.get_device_name(0).lower().replace('nvidia', '').split()))") || exit 2
 out=${RESULTS:-bench/results}
 mkdir -p "$out"
 log="$out/gpu-$gpu.log"
