@@ -119,7 +119,15 @@ def main() -> int:
         print("finetune_gpu: writing random bf16 weights of the 7B shape (about 14 GB)…")
         _fill_random_weights(model)
     data = make_dataset(workdir / "data", rows=max(16, 4 * max(args.batches)))
-    rows = [measure(model, data, workdir, batch, args.steps) for batch in args.batches]
+    rows: list[dict] = []
+    report = {
+        "gpu": torch.cuda.get_device_name(0),
+        "target_batch1_bytes": TARGET_BATCH1_BYTES,
+        "rows": rows,
+    }
+    for batch in args.batches:  # each batch size written as soon as it is measured
+        rows.append(measure(model, data, workdir, batch, args.steps))
+        write_merged(Path(args.out), report, rows="rows", key="batch", gpu="gpu")
     print(
         f"GPU: {torch.cuda.get_device_name(0)}; QLoRA r16 (NF4 base, bf16 compute), gradient "
         "checkpointing, 8-bit AdamW"
@@ -139,12 +147,6 @@ def main() -> int:
     if batch1 is not None:
         verdict = "within" if within else "OVER"
         print(f"batch 1 peak {batch1['peak_bytes'] / GIB:.2f} GB: {verdict} the 12 GB target")
-    report = {
-        "gpu": torch.cuda.get_device_name(0),
-        "target_batch1_bytes": TARGET_BATCH1_BYTES,
-        "rows": rows,
-    }
-    write_merged(Path(args.out), report, rows="rows", key="batch", gpu="gpu")
     return 0 if within else 1
 
 

@@ -354,7 +354,13 @@ def main() -> int:
         )
         return 2
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="vd-memplan-"))
-    rows = [measure(name, workdir, args.tokens, keep=bool(args.workdir)) for name in args.shapes]
+    from bench.report import write_merged
+
+    rows: list[dict] = []
+    report = {"gpu": torch.cuda.get_device_name(0), "target": TARGET, "rows": rows}
+    for name in args.shapes:  # each shape written as soon as it is measured
+        rows.append(measure(name, workdir, args.tokens, keep=bool(args.workdir)))
+        write_merged(Path(args.out), report, rows="rows", key="shape", gpu="gpu")
     gib = 1024**3
     print(f"GPU: {torch.cuda.get_device_name(0)}")
     header = f"{'shape':<16}{'image':>10}{'weights':>10}{'resident':>10}{'planned':>10}{'peak':>10}{'error':>9}"
@@ -366,10 +372,6 @@ def main() -> int:
             f"{row['measured_peak'] / gib:>9.2f}G{row['error']:>+8.1%} "
             f"{'ok' if row['within_target'] else 'OFF'}"
         )
-    from bench.report import write_merged
-
-    report = {"gpu": torch.cuda.get_device_name(0), "target": TARGET, "rows": rows}
-    write_merged(Path(args.out), report, rows="rows", key="shape", gpu="gpu")
     return 0 if all(row["within_target"] for row in rows) else 1
 
 
