@@ -1,0 +1,111 @@
+"""What a CUDA graph captures must never read a tensor's value on the host.
+
+On a GPU such a read is a synchronisation, which stream capture refuses: the decode step or the
+follow-up's piece would then stay eager (``graph_error``/``chunk_error``), several times slower.
+The GPU tests (``test_static_decode_cuda.py``) capture two families; here the same forwards of
+every family that decodes in the engine's loop run on the CPU under a watch for host reads.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from engine.backends.local_hf import LocalHFBackend
+from engine.models.families import quirks_for
+from engine.runtime import LoadSpec
+from tests.engine.test_static_decode import GENERATIVE, answer, two_turns
+
+# Python-level reads of a value; operators that read one, or whose output shape depends on values.
+PYTHON_READS = {"item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__"}
+VALUE_READS = {"item", "_local_scalar_dense", "nonzero", "masked_select", "_unique2", "unique_dim"}
+
+
+def _where() -> str:
+    """The innermost frame of transformers or the engine: who read the value."""
+    frames = [
+        frame
+        for frame in traceback.extract_stack()
+        if ("transformers" in frame.filename or "/engine/" in frame.filename)
+        and "/tests/" not in frame.filename
+    ]
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+
+
+class _Functions(TorchFunctionMode):
+    def __init__(self, found: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.found = found
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        if getattr(func, "__name__", "") in PYTHON_READS:
+            self.found.append((func.__name__, _where()))
+        return func(*args, **(kwargs or {}))
+
+
+class _Operators(TorchDispatchMode):
+    def __init__(self, found: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.found = found
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        if func.__name__.split(".")[0] in VALUE_READS:
+            self.found.append((func.__name__, _where()))
+        return func(*args, **(kwargs or {}))
+
+
+class HostReads:
+    """Records, within a ``with`` block, each read of a tensor's value by the host."""
+
+    def __init__(self) -> None:
+        self.found: list[tuple[str, str]] = []
+        self._modes = (_Functions(self.found), _Operators(self.found))
+
+    def __enter__(self) -> HostReads:
+        for mode in self._modes:
+            mode.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for mode in reversed(self._modes):
+            mode.__exit__(*exc)
+
+
+def in_conversation(tiny_model, picture: str, family: str) -> LocalHFBackend:
+    """The family's tiny model in the engine's loop, one turn about the picture answered (its
+    cache and, for the Qwen2-VL family, its images' rotary offset in place)."""
+    backend = LocalHFBackend.load(LoadSpec(str(tiny_model(family)), "none", "cpu"))
+    if not quirks_for(backend.resolved.model_type).static_decode:
+        pytest.skip(f"{family} keeps generate()")
+    backend.set_static_decode(True, chunk=8)
+    first_turn, _ = two_turns(picture)
+    answer(backend, first_turn)
+    return backend
+
+
+@pytest.mark.parametrize("family", GENERATIVE)
+def test_the_captured_step_and_piece_read_nothing_on_the_host(family, tiny_model, picture) -> None:
+    decoder = in_conversation(tiny_model, picture, family).decoder
+    assert decoder is not None and decoder.chunk == 8
+    for name, forward in (("decode step", decoder._forward), ("piece", decoder._chunk_forward)):
+        with torch.inference_mode(), HostReads() as reads:
+            forward()
+        assert reads.found == [], f"{family}'s {name} reads values on the host: {reads.found}"
+
+
+def test_the_watch_sees_a_host_read(tiny_model, picture) -> None:
+    """The watch itself: the cache's length read as a number, and transformers' own mask for
+    several new tokens (which reads the cache's length: why the pieces build their own)."""
+    decoder = in_conversation(tiny_model, picture, "llava").decoder
+    assert decoder is not None
+    with torch.inference_mode(), HostReads() as reads:
+        decoder.length()
+    assert reads.found and all("static_decode.py" in where for _, where in reads.found)
+    with torch.inference_mode(), HostReads() as reads:
+        decoder.model(input_ids=decoder._chunk_ids, cache=decoder.cache, use_cache=True)
+    assert any("masking_utils.py" in where for _, where in reads.found)
