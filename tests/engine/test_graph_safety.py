@@ -1,9 +1,11 @@
-"""What a CUDA graph captures must never read a tensor's value on the host.
+"""What a CUDA graph captures must read no value on the host, and its inputs from fixed places.
 
-On a GPU such a read is a synchronisation, which stream capture refuses: the decode step or the
-follow-up's piece would then stay eager (``graph_error``/``chunk_error``), several times slower.
-The GPU tests (``test_static_decode_cuda.py``) capture two families; here the same forwards of
-every family that decodes in the engine's loop run on the CPU under a watch for host reads.
+A value read on the host is a synchronisation, which stream capture refuses: the decode step or
+the follow-up's piece would then stay eager (``graph_error``/``chunk_error``), several times
+slower. And a graph replays the addresses it was captured with: a tensor that a new turn or
+conversation puts somewhere else would be read stale, silently (Qwen2-VL's ``rope_deltas`` once
+was). The GPU tests (``test_static_decode_cuda.py``) capture two families; here the same
+forwards of every family that decodes in the engine's loop run on the CPU under both watches.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from typing import Any
 
 import pytest
 import torch
+from PIL import Image
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
+from engine import protocol as p
 from engine.backends.local_hf import LocalHFBackend
 from engine.models.families import quirks_for
 from engine.runtime import LoadSpec
@@ -76,6 +81,35 @@ class HostReads:
             mode.__exit__(*exc)
 
 
+class ExternalInputs(TorchDispatchMode):
+    """Records, within a ``with`` block, where each tensor that an operator reads but no
+    operator of the block made lives (storage address, offset, shape, dtype): what a captured
+    graph reads from outside itself (weights, cache, the decoder's buffers)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.places: set[tuple[Any, ...]] = set()
+        self._made: dict[int, torch.Tensor] = {}  # kept alive, so that ids stay unique
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        for tensor in tree_flatten((args, kwargs or {}))[0]:
+            if isinstance(tensor, torch.Tensor) and id(tensor) not in self._made:
+                storage = tensor.untyped_storage().data_ptr()
+                self.places.add(
+                    (storage, tensor.storage_offset(), tuple(tensor.shape), tensor.dtype)
+                )
+        result = func(*args, **(kwargs or {}))
+        for tensor in tree_flatten(result)[0]:
+            if isinstance(tensor, torch.Tensor):
+                self._made[id(tensor)] = tensor
+        return result
+
+
+def captured_forwards(decoder: Any) -> tuple[tuple[str, Any], ...]:
+    """What a GPU captures: the one-token step and a follow-up's piece."""
+    return (("decode step", decoder._forward), ("piece", decoder._chunk_forward))
+
+
 def in_conversation(tiny_model, picture: str, family: str) -> LocalHFBackend:
     """The family's tiny model in the engine's loop, one turn about the picture answered (its
     cache and, for the Qwen2-VL family, its images' rotary offset in place)."""
@@ -92,7 +126,7 @@ def in_conversation(tiny_model, picture: str, family: str) -> LocalHFBackend:
 def test_the_captured_step_and_piece_read_nothing_on_the_host(family, tiny_model, picture) -> None:
     decoder = in_conversation(tiny_model, picture, family).decoder
     assert decoder is not None and decoder.chunk == 8
-    for name, forward in (("decode step", decoder._forward), ("piece", decoder._chunk_forward)):
+    for name, forward in captured_forwards(decoder):
         with torch.inference_mode(), HostReads() as reads:
             forward()
         assert reads.found == [], f"{family}'s {name} reads values on the host: {reads.found}"
@@ -109,3 +143,29 @@ def test_the_watch_sees_a_host_read(tiny_model, picture) -> None:
     with torch.inference_mode(), HostReads() as reads:
         decoder.model(input_ids=decoder._chunk_ids, cache=decoder.cache, use_cache=True)
     assert any("masking_utils.py" in where for _, where in reads.found)
+
+
+@pytest.mark.parametrize("family", GENERATIVE)
+def test_the_captured_step_and_piece_read_the_same_places_in_every_conversation(
+    family, tiny_model, tmp_path
+) -> None:
+    backend = LocalHFBackend.load(LoadSpec(str(tiny_model(family)), "none", "cpu"))
+    if not quirks_for(backend.resolved.model_type).static_decode:
+        pytest.skip(f"{family} keeps generate()")
+    backend.set_static_decode(True, chunk=8)
+    decoder = backend.decoder
+    assert decoder is not None
+    places = []
+    # Pictures of other shapes: other image offsets for the Qwen2-VL family's positions.
+    for size, colour in (((224, 56), (200, 40, 40)), ((56, 168), (40, 40, 200))):
+        picture = tmp_path / f"{size[0]}x{size[1]}.png"
+        Image.new("RGB", size, colour).save(picture)
+        backend.prefix_cache.clear()  # a new conversation
+        answer(backend, [p.ChatMessage(role="user", text="What is this?", images=[str(picture)])])
+        read = {}
+        for name, forward in captured_forwards(decoder):
+            with torch.inference_mode(), ExternalInputs() as inputs:
+                forward()
+            read[name] = inputs.places
+        places.append(read)
+    assert decoder.capacity and places[0] == places[1]
