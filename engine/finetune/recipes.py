@@ -205,9 +205,8 @@ def choose(
     if facts.kind == "contrastive":
         batch = min(32, train_rows)
     values["batch_size"] = r.pick("batch_size", batch, _batch_reason(facts, batch, longest_tokens))
-    effective, effective_reason = _effective_batch(train_rows, facts.kind)
-    accum = 1 if facts.kind == "contrastive" else max(1, effective // values["batch_size"])
-    values["grad_accum"] = r.pick("grad_accum", accum, effective_reason)
+    accum, accum_reason = _accumulation(train_rows, facts.kind, values["batch_size"])
+    values["grad_accum"] = r.pick("grad_accum", accum, accum_reason)
     epochs, epochs_reason = _epochs(train_rows)
     values["epochs"] = r.pick("epochs", epochs, epochs_reason)
     micro = math.ceil(train_rows / values["batch_size"])
@@ -316,14 +315,16 @@ def _batch_reason(facts: ModelFacts, batch: int, longest: int) -> str:
     return f"{batch} per step: the longest example has {longest} tokens, and image tokens decide memory"
 
 
-def _effective_batch(rows: int, kind: str) -> tuple[int, str]:
+def _accumulation(rows: int, kind: str, batch: int) -> tuple[int, str]:
+    """Micro-batches per optimiser step, and why: an effective batch of 8 (16 from 1,000 rows),
+    a quarter of the rows for a handful of them, never below one micro-batch."""
     if kind == "contrastive":
         return 1, "no accumulation: negatives only come from the same batch"
+    target = (16 if rows >= 1000 else 8) if rows >= 64 else max(1, rows // 4)
+    accum = max(1, target // batch)
     if rows >= 64:
-        effective = 16 if rows >= 1000 else 8
-        return effective, f"gradients accumulated to an effective batch of {effective}"
-    effective = max(1, rows // 4)
-    return effective, f"effective batch {effective}: a small dataset needs more, smaller updates"
+        return accum, f"gradients accumulated to an effective batch of {accum * batch}"
+    return accum, f"effective batch of {accum * batch}: a small dataset needs more, smaller updates"
 
 
 def _epochs(rows: int) -> tuple[int, str]:

@@ -105,6 +105,20 @@ def test_every_default_carries_a_reason_and_user_values_are_marked_as_theirs(
     assert "nothing is cut" in choices["max_length"].reason
 
 
+@pytest.mark.parametrize("rows", [6, 40, 400, 2000])
+def test_the_effective_batch_named_is_the_one_trained_with(
+    rows: int, tiny_model: Callable[[str], Path]
+) -> None:
+    facts = recipes.model_facts(str(tiny_model("llava")))
+    settings = pf.FinetuneSettings(device="cpu")
+    resolver, values = recipes.choose(
+        facts, settings, train_rows=rows, eval_rows=0, longest_tokens=300
+    )
+    effective = values["batch_size"] * values["grad_accum"]
+    assert f"effective batch of {effective}" in resolver.choices["grad_accum"].reason
+    assert effective == {6: 2, 40: 10, 400: 8, 2000: 16}[rows]  # never below one batch of 2
+
+
 @pytest.mark.parametrize(("rows", "epochs"), [(50, 3), (999, 3), (1000, 2), (4999, 2), (5000, 1)])
 def test_epochs_follow_the_data_size(
     rows: int, epochs: int, tiny_model: Callable[[str], Path]
