@@ -192,6 +192,8 @@ class Printer:
             sys.stdout.flush()
             return
         if isinstance(event, p.Progress):
+            if event.stage == "training" and event.total is None:
+                return  # a notice or a resumption: printed from its partial result below
             urgent = event.stage != "training" or event.current == event.total
             now = time.monotonic()
             if event.message and (urgent or now - self._last >= REPORT_EVERY_S):

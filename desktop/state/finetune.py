@@ -202,8 +202,8 @@ class FinetuneSession(QObject):
                     self.evals.append(msgspec.convert(values, pf.EvalPoint))
                 elif point.get("event") == "step":
                     self.metrics.append(msgspec.convert(values, pf.TrainMetrics))
-        elif "notice" in data:
-            self.notices.append(str(data["notice"]))
+        elif "notice" in data and str(data["notice"]) not in self.notices:
+            self.notices.append(str(data["notice"]))  # a resumed run says it again
         self.changed.emit()
 
     def _on_finished(self, kind: str, event: p.Finished) -> None:

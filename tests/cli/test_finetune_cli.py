@@ -68,6 +68,7 @@ def test_training_writes_an_adapter_and_a_finished_run_cannot_be_resumed(
     assert result.returncode == 0, result.stderr
     assert f"adapter saved to {out / 'adapter'} (step 3" in result.stdout
     assert "step 3/3" in result.stderr and "eval loss" in result.stderr
+    assert result.stderr.count("8-bit AdamW needs CUDA") == 1  # the CPU's notice, said once
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     again = run_cli("finetune", "--resume", str(out))
     assert again.returncode == 3 and "nothing to resume" in again.stderr
@@ -153,4 +154,5 @@ def test_ctrl_c_stops_and_saves_and_resume_finishes_the_run(
     # --max-steps belongs to a new run; a resume continues the run exactly as it was planned
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed at step {stopped_at} (step-{stopped_at:08d})" in resumed.stderr
+    assert resumed.stderr.count(f"step-{stopped_at:08d}") == 1
     assert "(step 80" in resumed.stdout

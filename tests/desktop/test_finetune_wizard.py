@@ -125,6 +125,9 @@ def test_the_wizard_trains_an_adapter_from_pictures_to_chat(
     qtbot.waitUntil(lambda: session.state == "done", timeout=WAIT)
     assert session.run.step == 120 and page.isComplete() and "Finished" in page.status.text()
     assert session.metrics[-1].step == 120 and page.progress.value() == 120
+    assert session.notices == [
+        "No CUDA GPU: the optimiser is standard AdamW (8-bit AdamW needs CUDA)."
+    ]
     wizard.next()
 
     # 6. before and after
