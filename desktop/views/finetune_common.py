@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Slot
+from PySide6.QtCore import Qt, Slot
 from PySide6.QtWidgets import (
     QFileDialog,
     QGridLayout,
@@ -100,6 +100,18 @@ class Page(QWizardPage):
     @Slot()
     def refresh(self) -> None:
         self.completeChanged.emit()
+
+
+def html_label(object_name: str = "") -> QLabel:
+    """A word-wrapped label that always renders its text as HTML: callers escape what they put
+    in. (Left to guess, Qt shows a line without tags as typed, so "Baker &amp; Sons" would
+    appear with its entity.)"""
+    label = QLabel()
+    label.setTextFormat(Qt.TextFormat.RichText)
+    label.setWordWrap(True)
+    if object_name:
+        label.setObjectName(object_name)
+    return label
 
 
 def hint(text: str) -> QLabel:

@@ -44,6 +44,7 @@ from desktop.views.finetune_common import (
     elide,
     folder_row,
     hint,
+    html_label,
 )
 from desktop.views.thumbnails import thumbnail
 from engine.protocol import finetune as pf
@@ -99,9 +100,7 @@ class DataPage(Page):
         self.folder.setPlaceholderText("Folder with your pictures")
         self.folder.editingFinished.connect(self._folder_chosen)
         self.layout_.addLayout(folder_row(self.folder, "Folder with your pictures", self))
-        self.summary = QLabel()
-        self.summary.setWordWrap(True)
-        self.summary.setObjectName("dataSummary")
+        self.summary = html_label("dataSummary")
         self.layout_.addWidget(self.summary)
         self.issues = QWidget()
         self.issues_grid = QGridLayout(self.issues)
@@ -313,9 +312,7 @@ class PlanPage(Page):
             "Every value with the reason it was chosen, the memory the run needs, and "
             "which words the model will learn to write.",
         )
-        self.summary = QLabel()
-        self.summary.setWordWrap(True)
-        self.summary.setObjectName("planSummary")
+        self.summary = html_label("planSummary")
         self.layout_.addWidget(self.summary)
         self.table = QTableWidget(0, 3)
         self.table.setObjectName("planSettings")

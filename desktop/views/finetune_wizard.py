@@ -31,6 +31,7 @@ from desktop.views.finetune_common import (
     clear_layout,
     folder_row,
     hint,
+    html_label,
 )
 from desktop.views.finetune_setup_pages import DataPage, ModelPage, PlanPage, RecipePage
 from desktop.views.plot import LossPlot
@@ -64,9 +65,7 @@ class TrainPage(Page):
             buttons.addWidget(button)
         buttons.addStretch(1)
         self.layout_.addLayout(buttons)
-        self.status = QLabel()
-        self.status.setObjectName("trainStatus")
-        self.status.setWordWrap(True)
+        self.status = html_label("trainStatus")
         self.layout_.addWidget(self.status)
         self.progress = QProgressBar()
         self.layout_.addWidget(self.progress)
@@ -99,6 +98,7 @@ class TrainPage(Page):
             grid.addWidget(value, index // 4 * 2 + 1, index % 4)
         self.layout_.addLayout(grid)
         self.notices = hint("")
+        self.notices.setTextFormat(Qt.TextFormat.RichText)
         self.layout_.addWidget(self.notices)
         session.metrics_added.connect(self._on_metrics)
         session.eval_added.connect(self._on_eval)
@@ -197,9 +197,7 @@ class EvaluatePage(Page):
         self.compare = QPushButton("Compare again")
         self.compare.clicked.connect(lambda: session.evaluate())
         self.layout_.addWidget(self.compare, 0, Qt.AlignmentFlag.AlignLeft)
-        self.summary = QLabel()
-        self.summary.setWordWrap(True)
-        self.summary.setObjectName("evaluationSummary")
+        self.summary = html_label("evaluationSummary")
         self.layout_.addWidget(self.summary)
         self.cards = QWidget()
         self.cards_layout = QGridLayout(self.cards)
@@ -245,8 +243,8 @@ class EvaluatePage(Page):
                 picture.setPixmap(thumbnail(Path(probe.images[0]), 72))
             self.cards_layout.addWidget(picture, row, 0)
             for column, text in enumerate((probe.reference, probe.base, probe.adapter), start=1):
-                label = QLabel(escape(text) or "<i>(nothing)</i>")
-                label.setWordWrap(True)
+                label = html_label()
+                label.setText(escape(text) or "<i>(nothing)</i>")
                 self.cards_layout.addWidget(label, row, column)
 
 
@@ -286,9 +284,7 @@ class UsePage(Page):
                 "like the adapter. Exporting copies the small adapter folder."
             )
         )
-        self.outcome = QLabel()
-        self.outcome.setObjectName("useOutcome")
-        self.outcome.setWordWrap(True)
+        self.outcome = html_label("useOutcome")
         self.layout_.addWidget(self.outcome)
         self.layout_.addStretch(1)
 

@@ -106,6 +106,7 @@ class MessageCard(QFrame):
         row.setContentsMargins(10, 8, 10, 8)
         label = QLabel()
         label.setObjectName("errorText")
+        label.setTextFormat(Qt.TextFormat.RichText)  # its text is escaped HTML, tags or not
         label.setWordWrap(True)
         label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         row.addWidget(label, 1)

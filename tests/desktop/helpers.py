@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtGui import QColor, QImage, QPainter
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QImage, QPainter, QTextDocumentFragment
+from PySide6.QtWidgets import QLabel
 
 from engine import protocol as p
 
@@ -32,3 +34,14 @@ def make_image(path: Path, color: str = "#3b82f6", size: tuple[int, int] = (120,
     painter.end()
     assert image.save(str(path))
     return path
+
+
+def shown_text(label: QLabel) -> str:
+    """What a label shows on screen: its text rendered as HTML where Qt renders it so."""
+    from PySide6.QtGui import Qt as GuiQt  # mightBeRichText lives in QtGui's namespace
+
+    form = label.textFormat()
+    rich = form == Qt.TextFormat.RichText or (
+        form == Qt.TextFormat.AutoText and GuiQt.mightBeRichText(label.text())
+    )
+    return QTextDocumentFragment.fromHtml(label.text()).toPlainText() if rich else label.text()
