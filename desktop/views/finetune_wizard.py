@@ -131,7 +131,7 @@ class TrainPage(Page):
         self.progress.setValue(m.step)
         self.values["Pass over the data"].setText(f"{m.epoch:.2f}")
         self.values["Training loss"].setText(f"{m.loss:.3f}")
-        self.values["Learning rate"].setText(f"{m.learning_rate:.6f}".rstrip("0"))
+        self.values["Learning rate"].setText(f"{m.learning_rate:.6f}".rstrip("0").rstrip("."))
         self.values["Examples per second"].setText(f"{m.samples_per_s:.1f}")
         self.values["Tokens per second"].setText(f"{m.tokens_per_s:.0f}")
         self.values["Peak memory"].setText(f"{m.peak_memory_bytes / GIB:.2f} GB")

@@ -56,3 +56,19 @@ def test_an_answers_error_shows_as_written(qtbot) -> None:
     card = MessageCard(message)
     qtbot.addWidget(card)
     assert shown_text(card.error_label) == error
+
+
+def test_the_learning_rate_reads_as_a_number_to_the_last_step(qtbot) -> None:
+    session = FinetuneSession(EngineClient())
+    page = TrainPage(session)
+    qtbot.addWidget(page)
+    shown = []
+    for step, rate in ((1, 2e-4), (5, 1.4e-4), (10, 0.0)):  # cosine decay ends at zero
+        metrics = pf.TrainMetrics(
+            step=step, total_steps=10, epoch=step / 5, loss=1.0, learning_rate=rate,
+            tokens_per_s=1.0, samples_per_s=1.0, peak_memory_bytes=0,
+            data_wait_fraction=0.0, eta_s=None, elapsed_s=1.0,
+        )  # fmt: skip
+        session.metrics_added.emit(metrics)
+        shown.append(page.values["Learning rate"].text())
+    assert shown == ["0.0002", "0.00014", "0"]
