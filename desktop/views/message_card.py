@@ -123,6 +123,8 @@ class MessageCard(QFrame):
         row.setContentsMargins(0, 0, 0, 0)
         provenance = QLabel()
         provenance.setObjectName("provenance")
+        provenance.setTextFormat(Qt.TextFormat.PlainText)  # model names and paths, as they are
+        provenance.setWordWrap(True)  # a long model path wraps rather than cutting the rest off
         row.addWidget(provenance, 1)
         copy = QPushButton("Copy")
         copy.setObjectName("linkButton")

@@ -12,7 +12,7 @@ _QUANT_LABELS = {
     "auto": "Auto",
     "nf4": "4-bit (NF4)",
     "int8": "8-bit",
-    "none": "16-bit (none)",
+    "none": "Full precision",  # bf16 on a GPU, float32 on the CPU
 }
 _DEVICE_LABELS = {"auto": "Auto", "cuda": "GPU (CUDA)", "cpu": "CPU"}
 
