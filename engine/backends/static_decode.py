@@ -33,9 +33,14 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 BUCKET = 256  # cache capacity grows in steps of this many tokens
-CHUNK = 32  # a follow-up's text is prefilled by a captured graph this many tokens at a time
-# ...up to this many pieces. Each replay reads (and, for 4-bit, dequantises) every weight once,
-# so a long text is cheaper as one eager prefill, whose launches are then a small part.
+# A follow-up's text is prefilled by a captured graph this many tokens at a time. A piece's cost
+# is mostly reading (for 4-bit, dequantising: ~4.5 bytes per weight) every weight once, which
+# does not grow with its tokens, while the products for 64 tokens add only a little: so up to 64
+# new tokens (a question, its template, and any end of the last answer that tokenises otherwise
+# when sent back as text) are one piece, not two.
+CHUNK = 64
+# ...up to this many pieces: a longer text is cheaper as one eager prefill, whose kernel
+# launches are then a small part of its time.
 MAX_PIECES = 4
 
 
