@@ -115,7 +115,8 @@ def build_plan(
     skipped_rows = {issue.row for issue in skipped if issue.row is not None}
     train_rows = [i for i in inspection.train if i not in skipped_rows]
     eval_rows = [i for i in inspection.eval if i not in skipped_rows]
-    longest = max(lengths.values(), default=(77, 0))
+    # A search model's captions are cut at its text encoder's length (77 for CLIP, 64 for SigLIP).
+    longest = max(lengths.values(), default=(min(77, facts.max_positions), 0))
     resolver, values = recipes.choose(facts, settings, len(train_rows), len(eval_rows), longest[0])
     regex, modules_to_save, vision = recipes.targets(facts, values["recipe"])
     trainable = recipes.trainable_counts(facts, values["recipe"], values["rank"])
@@ -167,6 +168,17 @@ def build_plan(
 # --- memory -----------------------------------------------------------------------------------
 
 
+def _activations(config: Any, tokens: int, checkpointing: bool, dtype_bytes: int) -> int:
+    """What one transformer stack keeps for the backward pass over ``tokens`` positions."""
+    hidden = int(getattr(config, "hidden_size", 0) or getattr(config, "projection_dim", 512))
+    layers = int(getattr(config, "num_hidden_layers", 0) or 12)
+    inter = int(getattr(config, "intermediate_size", 0) or 4 * hidden)
+    per_layer = tokens * (ACT_HIDDEN * hidden + ACT_INTERMEDIATE * inter) * dtype_bytes
+    if checkpointing:  # each layer's input, and one layer's insides while it is recomputed
+        return layers * tokens * hidden * dtype_bytes + per_layer
+    return layers * per_layer
+
+
 def estimate_memory(
     facts: recipes.ModelFacts,
     values: dict[str, Any],
@@ -183,19 +195,24 @@ def estimate_memory(
     text = (
         facts.config.get_text_config() if hasattr(facts.config, "get_text_config") else facts.config
     )
-    hidden = int(getattr(text, "hidden_size", 0) or getattr(text, "projection_dim", 512))
-    layers = int(getattr(text, "num_hidden_layers", 0) or 12)
-    inter = int(getattr(text, "intermediate_size", 0) or 4 * hidden)
     vocab = int(getattr(text, "vocab_size", 0) or 32000)
-    tokens = values["batch_size"] * max(1, longest)
-    per_layer = tokens * (ACT_HIDDEN * hidden + ACT_INTERMEDIATE * inter) * dtype_bytes
-    if values["gradient_checkpointing"]:
-        activations = layers * tokens * hidden * dtype_bytes + per_layer
-        act_note = "layer inputs kept, one layer recomputed at a time (gradient checkpointing)"
-    else:
-        activations = layers * per_layer
-        act_note = "every layer's activations kept for the backward pass"
-    logits = 0 if facts.kind == "contrastive" else tokens * vocab * (dtype_bytes + 8)
+    batch, checkpointing = values["batch_size"], values["gradient_checkpointing"]
+    tokens = batch * max(1, longest)
+    activations = _activations(text, tokens, checkpointing, dtype_bytes)
+    shape = f"batch {batch} x {longest} tokens ({image_tokens} image tokens in the longest example)"
+    logits = tokens * vocab * (dtype_bytes + 8)
+    logits_note = "the vocabulary scores of every token, for the loss"
+    if facts.kind == "contrastive":  # both towers learn: the pictures' patches count too
+        vision = facts.config.vision_config
+        patches = (int(vision.image_size) // int(vision.patch_size)) ** 2 + 1
+        activations += _activations(vision, batch * patches, checkpointing, dtype_bytes)
+        shape = f"batch {batch} x {longest} caption tokens and {patches} image patches"
+        logits, logits_note = 0, "none: the loss compares whole captions with whole pictures"
+    act_note = (
+        "layer inputs kept, one layer recomputed at a time (gradient checkpointing)"
+        if checkpointing
+        else "every layer's activations kept for the backward pass"
+    )
     runtime = CUDA_CONTEXT_BYTES if values["device"] == "cuda" else CPU_RUNTIME_BYTES
     items = [
         pf.MemoryItem(
@@ -209,13 +226,8 @@ def estimate_memory(
         ),
         pf.MemoryItem("gradients", trainable * 4, "one float32 gradient per trained parameter"),
         pf.MemoryItem("optimiser", trainable * optimiser_bytes, values["optimizer"]),
-        pf.MemoryItem(
-            "activations",
-            int(activations),
-            f"batch {values['batch_size']} x {longest} "
-            f"tokens ({image_tokens} image tokens in the longest example); {act_note}",
-        ),
-        pf.MemoryItem("logits", int(logits), "the vocabulary scores of every token, for the loss"),
+        pf.MemoryItem("activations", int(activations), f"{shape}; {act_note}"),
+        pf.MemoryItem("logits", int(logits), logits_note),
         pf.MemoryItem(
             "runtime",
             runtime,

@@ -183,7 +183,7 @@ def choose(
     r.note("dtype", values["dtype"], _dtype_reason(device, bf16))
     values["rank"] = r.pick("rank", 16, "rank 16: the tested default (Unsloth, LLaMA-Factory)")
     values["alpha"] = r.pick(
-        "alpha", values["rank"], "alpha = rank: a scale of 1 that suits lr 2e-4"
+        "alpha", values["rank"], "alpha = rank: a scale of 1, which the learning rate assumes"
     )
     values["dropout"] = r.pick("dropout", 0.0, "no dropout: it rarely helps LoRA on small data")
     base_lr = 1e-3 if recipe == "projector" else (1e-4 if recipe == "contrastive" else 2e-4)
@@ -218,7 +218,7 @@ def choose(
     r.note(
         "total_steps",
         total,
-        f"{values['epochs']} epochs x {steps_per_epoch} steps"
+        f"{_count(values['epochs'], 'epoch')} x {_count(steps_per_epoch, 'step')}"
         + (
             f", capped at {settings.max_steps} by you"
             if settings.max_steps and total < planned
@@ -301,6 +301,10 @@ def _quant_default(
         "none",
         f"LoRA on a bf16 base: 4-bit visibly hurts small ({billions:.1f} B) vision models",
     )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def _dtype_reason(device: str, bf16: bool) -> str:

@@ -192,3 +192,31 @@ def test_the_memory_plan_follows_quantisation_batch_and_checkpointing(
         "Use QLoRA (a 4-bit NF4 base).",
     ]
     assert _verdict(100, 1000, values) == ("fits", [])
+
+
+def test_a_search_models_plan_counts_the_pictures_patches_too(
+    tiny_model: Callable[[str], Path],
+) -> None:
+    """Contrastive LoRA trains both towers: the image tower's activations are part of the plan,
+    and a caption is as long as the text encoder reads."""
+    from engine.finetune.plan import estimate_memory
+
+    def activations(image_size_factor: int) -> pf.MemoryItem:
+        facts = recipes.model_facts(str(tiny_model("clip")))
+        facts.config.vision_config.image_size *= image_size_factor
+        _, values = recipes.choose(facts, pf.FinetuneSettings(device="cpu"), 40, 0, 64)
+        items, _ = estimate_memory(facts, values, 10_000, facts.max_positions, 0)
+        return next(item for item in items if item.name == "activations")
+
+    vision = recipes.model_facts(str(tiny_model("clip"))).config.vision_config
+    patches = (vision.image_size // vision.patch_size) ** 2 + 1
+    one, two = activations(1), activations(2)
+    assert f"caption tokens and {patches} image patches" in one.note
+    assert two.bytes > one.bytes  # larger pictures, more patches, more memory
+
+
+def test_a_run_of_one_epoch_step_says_so_in_the_singular(tiny_model: Callable[[str], Path]) -> None:
+    facts = recipes.model_facts(str(tiny_model("clip")))
+    resolver, values = recipes.choose(facts, pf.FinetuneSettings(epochs=1), 6, 0, 10)
+    assert values["steps_per_epoch"] == 1
+    assert resolver.choices["total_steps"].reason == "1 epoch x 1 step"
