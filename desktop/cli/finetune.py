@@ -262,11 +262,11 @@ def describe_plan(plan: pf.FinetunePlan) -> str:
     lines = [
         f"{plan.model} ({plan.family}): {plan.recipe_summary}",
         f"  {plan.train_rows} training rows, {plan.eval_rows} held out; "
-        f"{plan.steps_per_epoch} steps per epoch, {plan.total_steps} steps in all",
+        f"{plan.steps_per_epoch} step{'s' * (plan.steps_per_epoch != 1)} per epoch, "
+        f"{plan.total_steps} step{'s' * (plan.total_steps != 1)} in all",
     ]
-    for choice in plan.settings:
-        mine = "  (yours)" if not choice.auto else ""
-        lines.append(f"  {choice.name:<24} {choice.value!s:<10} {choice.reason}{mine}")
+    for choice in plan.settings:  # a value you set is explained as "set by you"
+        lines.append(f"  {choice.name:<24} {choice.value!s:<10} {choice.reason}")
     trained = ", ".join(
         f"{part} {count / 1e6:.2f} M" for part, count in plan.trainable.items() if count
     )

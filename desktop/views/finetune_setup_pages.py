@@ -370,7 +370,7 @@ class PlanPage(Page):
         for row, choice in enumerate(plan.settings):
             name = QTableWidgetItem(SETTING_LABELS.get(choice.name, choice.name))
             value = QTableWidgetItem(_value(choice.value))
-            reason = QTableWidgetItem(choice.reason if choice.auto else f"{choice.reason} (yours)")
+            reason = QTableWidgetItem(choice.reason)  # yours say "set by you", in blue
             if not choice.auto:
                 for item in (name, value, reason):
                     item.setForeground(QColor("#1d4ed8"))

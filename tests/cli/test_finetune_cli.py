@@ -41,7 +41,7 @@ def test_plan_shows_each_setting_with_its_reason(
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "Teaches the model your answers" in out and "8 training rows, 0 held out" in out
-    assert "rank                     8" in out and "(yours)" in out
+    assert "rank                     8          set by you" in out
     assert "full precision: 4-bit saves GPU memory, and there is no GPU" in out
     assert "memory:" in out and "activations" in out
     assert "too few to hold any out" in out

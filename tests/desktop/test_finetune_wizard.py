@@ -95,7 +95,8 @@ def test_the_wizard_trains_an_adapter_from_pictures_to_chat(
     assert plan.trial is not None and plan.trial.ok and plan.total_steps == 30 * 4
     assert page.table.rowCount() == len(plan.settings)
     reasons = [page.table.item(row, 2).text() for row in range(page.table.rowCount())]
-    assert any(reason.endswith("(yours)") for reason in reasons) and all(reasons)
+    assert any(reason.startswith("set by you") for reason in reasons) and all(reasons)
+    assert not any("(yours)" in reason for reason in reasons)  # said once, not twice
     assert "A plain" in page.preview.toPlainText() and "fits" in page.summary.text()
     wizard.next()
 
