@@ -123,7 +123,8 @@ class SettingsView(QWidget):
         layout.addWidget(self._routing_box())
         self.boxes: dict[str, ProviderBox] = {}
         for provider in c.CLOUD_PROVIDERS:
-            title = f"{c.PROVIDER_LABELS[provider]} ({COMPANIES[provider]})"
+            label, company = c.PROVIDER_LABELS[provider], COMPANIES[provider]
+            title = label if label == company else f"{label} ({company})"  # not "OpenAI (OpenAI)"
             self._add_box(ProviderBox(provider, title, "API key"), layout)
         self._add_box(ProviderBox(c.REMOTE, "Your own server (OpenAI-compatible)", "Token"), layout)
         layout.addWidget(self._local_box())

@@ -49,6 +49,7 @@ def test_keys_are_masked_and_stored_only_in_the_keyring(
     qtbot, view, keys, keyring_file, tmp_path
 ) -> None:
     box = view.boxes["openai"]
+    assert box.title() == "OpenAI" and view.boxes["anthropic"].title() == "Claude (Anthropic)"
     assert box.key_edit.echoMode() == QLineEdit.EchoMode.Password
     assert box.key_status.text() == "No key saved." and not box.forget_key_button.isEnabled()
     qtbot.keyClicks(box.key_edit, SECRET)
