@@ -284,20 +284,26 @@ def run_shape(
     return shape
 
 
+def first_turn(backend: Any, image: Path) -> Any:
+    """The measured request's inputs: one picture and a short question."""
+    from engine import protocol as p
+
+    return backend.build_inputs(
+        [p.ChatMessage(role="user", text="Describe this image.", images=[str(image)])]
+    )
+
+
 def run_nf4(
     folder: Path, image: Path, tokens: int, device: str, paths: tuple[str, ...], rows: dict
 ) -> int:
     """The NF4 paths of ``paths`` (bitsandbytes, the engine's default format) into ``rows``;
     the model's weight bytes."""
-    from engine import protocol as p
     from engine.backends.local_hf import LocalHFBackend
     from engine.runtime import LoadSpec
 
     backend = LocalHFBackend.load(LoadSpec(model=str(folder), quant="nf4", device=device))
     weight_bytes = int(backend.model.get_memory_footprint())
-    inputs = backend.build_inputs(
-        [p.ChatMessage(role="user", text="Describe this image.", images=[str(image)])]
-    )
+    inputs = first_turn(backend, image)
     backend.set_static_decode(False)
     measures = {
         "plain": lambda: time_generate(backend, inputs, tokens, device),
@@ -328,7 +334,6 @@ def time_torchao(folder: Path, image: Path, tokens: int, device: str) -> dict:
     from torchao.quantization import Int4WeightOnlyConfig, IntxWeightOnlyConfig, quantize_
     from torchao.quantization.granularity import PerGroup
 
-    from engine import protocol as p
     from engine.backends.local_hf import LocalHFBackend
     from engine.runtime import LoadSpec
 
@@ -357,9 +362,7 @@ def time_torchao(folder: Path, image: Path, tokens: int, device: str) -> dict:
             weight_bytes = int(torch.cuda.memory_allocated())  # everything resident: the model
         else:
             weight_bytes = int(backend.model.get_memory_footprint())
-        inputs = backend.build_inputs(
-            [p.ChatMessage(role="user", text="Describe this image.", images=[str(image)])]
-        )
+        inputs = first_turn(backend, image)
         row = time_engine(backend, inputs, tokens, device, graphs=True)
         row.update(weight_bytes=weight_bytes, quantisation=f"torchao int4 weight-only, g{group}")
         return row

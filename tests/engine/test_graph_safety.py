@@ -110,13 +110,19 @@ def captured_forwards(decoder: Any) -> tuple[tuple[str, Any], ...]:
     return (("decode step", decoder._forward), ("piece", decoder._chunk_forward))
 
 
-def in_conversation(tiny_model, picture: str, family: str) -> LocalHFBackend:
-    """The family's tiny model in the engine's loop, one turn about the picture answered (its
-    cache and, for the Qwen2-VL family, its images' rotary offset in place)."""
+def in_the_loop(tiny_model, family: str) -> LocalHFBackend:
+    """The family's tiny model decoding in the engine's loop, follow-ups in pieces of 8."""
     backend = LocalHFBackend.load(LoadSpec(str(tiny_model(family)), "none", "cpu"))
     if not quirks_for(backend.resolved.model_type).static_decode:
         pytest.skip(f"{family} keeps generate()")
     backend.set_static_decode(True, chunk=8)
+    return backend
+
+
+def in_conversation(tiny_model, picture: str, family: str) -> LocalHFBackend:
+    """``in_the_loop``, one turn about the picture answered (its cache and, for the Qwen2-VL
+    family, its images' rotary offset in place)."""
+    backend = in_the_loop(tiny_model, family)
     first_turn, _ = two_turns(picture)
     answer(backend, first_turn)
     return backend
@@ -149,10 +155,7 @@ def test_the_watch_sees_a_host_read(tiny_model, picture) -> None:
 def test_the_captured_step_and_piece_read_the_same_places_in_every_conversation(
     family, tiny_model, tmp_path
 ) -> None:
-    backend = LocalHFBackend.load(LoadSpec(str(tiny_model(family)), "none", "cpu"))
-    if not quirks_for(backend.resolved.model_type).static_decode:
-        pytest.skip(f"{family} keeps generate()")
-    backend.set_static_decode(True, chunk=8)
+    backend = in_the_loop(tiny_model, family)
     decoder = backend.decoder
     assert decoder is not None
     places = []
