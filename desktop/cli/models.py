@@ -8,7 +8,7 @@ import sys
 
 from desktop.cli import exit_codes, models_manage
 
-DEMO_FAMILIES = ("llava", "qwen2_vl")
+_BUILDER = "python -m engine.testing make-demo"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -26,27 +26,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_make_demo(args: argparse.Namespace) -> int:
-    # The builder needs torch; it runs in its own process so the CLI itself stays light.
+    # The builder needs torch; it runs in its own process so the CLI itself stays light. It
+    # knows the families and says what the model is good for; its words are passed on as ours.
     completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "engine.testing",
-            "make-demo",
-            args.dir,
-            "--family",
-            args.family,
-            "--seed",
-            str(args.seed),
-        ],
+        [*_BUILDER.split(), args.dir, "--family", args.family, "--seed", str(args.seed)],
         check=False,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+    sys.stdout.write(completed.stdout)
+    sys.stderr.write(completed.stderr.replace(_BUILDER, "visiondesk models make-demo"))
     if completed.returncode != 0:
         print(f"visiondesk: error: could not build the {args.family} demo model", file=sys.stderr)
         return exit_codes.USAGE if completed.returncode == 2 else exit_codes.FAILED
-    print(
-        "A tiny model with RANDOM weights: it answers with random text. "
-        "Use it to try the interface offline.",
-        file=sys.stderr,
-    )
     return exit_codes.OK

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .tiny import FAMILIES, build_tiny_model
+from .tiny import FAMILIES, PROMPT_FORMAT, build_tiny_model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,6 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     path = build_tiny_model(args.family, args.dir, seed=args.seed)
     print(path)
+    if PROMPT_FORMAT[args.family] == "embedding":
+        what = "it ranks pictures in random order. Use it to try search offline."
+    else:
+        what = "it answers with random text. Use it to try the interface offline."
+    print(f"A tiny model with RANDOM weights: {what}", file=sys.stderr)
     return 0
 
 

@@ -46,6 +46,14 @@ def test_make_demo_then_chat_prints_generated_text(run_cli, tmp_path, picture) -
     assert chat.stdout.strip(), "no generated text"
 
 
+def test_make_demo_names_the_families_it_knows_in_its_own_words(run_cli, tmp_path) -> None:
+    made = run_cli("models", "make-demo", "--family", "nope", str(tmp_path / "x"))
+    assert made.returncode == 2
+    assert "visiondesk models make-demo: error: argument --family" in made.stderr
+    assert "qwen2_vl" in made.stderr and "engine.testing" not in made.stderr
+    assert not (tmp_path / "x").exists()
+
+
 def test_json_mode_prints_one_event_per_line(run_cli, tiny_model, picture) -> None:
     result = run_cli(
         "chat",
