@@ -141,6 +141,7 @@ def run_query(job: Job, command: ps.SearchQuery, runtime: Runtime) -> dict[str, 
         query = combine(image_vector, text_vector, command.text_weight)
         index = vectors_for(store, model)
         filters = Filters(command.tags, [normalise_folder(f) for f in command.folders])
+        _require_indexed(filters.folders, [path for path, _, _ in store.folders()])
         allowed = None
         if filters:
             try:
@@ -164,6 +165,19 @@ def run_query(job: Job, command: ps.SearchQuery, runtime: Runtime) -> dict[str, 
         "search_ms": round(search_ms, 3),
         "elapsed_ms": round((time.monotonic() - began) * 1000, 1),
     }
+
+
+def _require_indexed(folders: list[str], indexed: list[str]) -> None:
+    """A folder filter must overlap the index: a mistyped path finds nothing, and says so."""
+    for folder in folders:
+        if not any(_overlap(folder, known) for known in indexed):
+            known = "; ".join(indexed) or "none yet"
+            raise BadInput(f"{folder} is not in the index (indexed folders: {known}).")
+
+
+def _overlap(one: str, other: str) -> bool:
+    first, second = Path(one), Path(other)
+    return first == second or first in second.parents or second in first.parents
 
 
 def run_status(job: Job, command: ps.SearchStatus, runtime: Runtime) -> dict[str, Any]:

@@ -142,6 +142,19 @@ def test_folder_filter_and_thumbnails(engine: EngineHarness, indexed: dict[str, 
     assert (hits[0].width, hits[0].height) == (120, 90)
 
 
+def test_a_folder_outside_the_index_is_named_not_searched_to_nothing(
+    engine: EngineHarness, indexed: dict[str, Any]
+) -> None:
+    data, home = indexed["data"], indexed["folders"][0]
+    typo = home.parent / "hoem"
+    finished = query(engine, data, text="a chart", folders=[str(typo)])
+    assert finished.reason == "error" and finished.error_code == "bad_input"
+    assert str(typo) in finished.message and str(home) in finished.message
+    # Around an indexed folder (its parent) is fine: it holds all of it.
+    around = query(engine, data, text="a chart", folders=[str(home.parent)], top_k=20)
+    assert around.reason == "done" and len(ps.decode_hits(around.result)) == 12
+
+
 def test_zero_shot_tags_are_stored_and_filter_results(
     engine: EngineHarness, indexed: dict[str, Any]
 ) -> None:
