@@ -139,7 +139,12 @@ class MainWindow(QMainWindow):
         self.attach_action = self._action(
             "Attach images…", QKeySequence.StandardKey.Open, self.choose_attachments
         )
-        self.stop_action = self._action("Stop", QKeySequence(Qt.Key.Key_Escape), self.session.stop)
+        self.stop_action = self._action(
+            "Stop", QKeySequence(Qt.Key.Key_Escape), self.stop_or_cancel
+        )
+        self.regenerate_action = self._action(
+            "Regenerate answer", QKeySequence("Ctrl+R"), self.regenerate_last_answer
+        )
         self.quit_action = self._action("Quit", QKeySequence.StandardKey.Quit, self.close)
         self._side_jobs: dict[str, Callable[[p.Finished], None]] = {}
 
@@ -193,9 +198,14 @@ class MainWindow(QMainWindow):
         session.busy_changed.connect(view.set_busy)
         session.notice.connect(view.show_notice)
         session.cloud_consent_needed.connect(self._on_session_cloud_consent_needed)
+        session.editing_changed.connect(self._on_session_editing_changed)
         view.send_requested.connect(self._on_view_send_requested)
-        view.stop_requested.connect(session.stop)
+        view.stop_requested.connect(self.stop_or_cancel)
         view.retry_requested.connect(self._on_view_retry_requested)
+        view.edit_requested.connect(self.edit_message)
+        view.edit_last_requested.connect(self._on_view_edit_last_requested)
+        view.edit_cancelled.connect(session.cancel_edit)
+        view.regenerate_requested.connect(session.regenerate)
         view.files_dropped.connect(session.attach_files)
         view.image_pasted.connect(self._on_view_image_pasted)
         view.attach_requested.connect(self.choose_attachments)
@@ -270,8 +280,35 @@ class MainWindow(QMainWindow):
         if attachments:
             self.session.attach_files(list(attachments))
         self.chat_view.composer.edit.setPlainText(text)
+        return self._send(text)
+
+    def edit_message(self, message_id: str) -> bool:
+        """Take a sent message back into the composer; sending then replaces it and the rest."""
+        text = self.session.begin_edit(message_id)
+        if text is None:
+            return False
+        self.chat_view.begin_editing(message_id, text, self.session.later_messages(message_id))
+        return True
+
+    @Slot()
+    def regenerate_last_answer(self) -> bool:
+        messages = self.session.messages
+        if self.current_page() != "chat" or not messages:
+            return False
+        return self.session.regenerate(messages[-1].id)
+
+    @Slot()
+    def stop_or_cancel(self) -> None:
+        """Esc: stop the answer being written, or else leave an edit unsent."""
+        if self.session.busy:
+            self.session.stop()
+        else:
+            self.session.cancel_edit()
+
+    def _send(self, text: str) -> bool:
+        editing = self.session.editing is not None
         sent = self.session.send(text)
-        if sent:
+        if sent and not editing:  # a sent edit gives the composer back its earlier draft
             self.chat_view.clear_composer()
         return sent
 
@@ -299,8 +336,18 @@ class MainWindow(QMainWindow):
 
     @Slot(str)
     def _on_view_send_requested(self, text: str) -> None:
-        if self.session.send(text):
-            self.chat_view.clear_composer()
+        self._send(text)
+
+    @Slot()
+    def _on_view_edit_last_requested(self) -> None:
+        sent = [m for m in self.session.messages if m.role == "user"]
+        if sent:
+            self.edit_message(sent[-1].id)
+
+    @Slot(object)
+    def _on_session_editing_changed(self, message: object) -> None:
+        if message is None:
+            self.chat_view.end_editing()
 
     @Slot(str)
     def _on_view_retry_requested(self, message_id: str) -> None:

@@ -205,6 +205,14 @@ class Storage:
             ),
         )
 
+    def delete_messages_from(self, conversation_id: str, position: int) -> int:
+        """Delete the message at ``position`` and every later one (an edit replaces them)."""
+        cursor = self._db.execute(
+            "DELETE FROM messages WHERE conversation_id = ? AND position >= ?",
+            (conversation_id, position),
+        )
+        return cursor.rowcount
+
     def messages(self, conversation_id: str) -> list[Message]:
         rows = self._db.execute(
             "SELECT * FROM messages WHERE conversation_id = ? ORDER BY position",

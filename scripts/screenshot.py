@@ -1,6 +1,8 @@
 """Render the main window offscreen with a filled-in conversation and save it as a PNG.
 
-    python scripts/screenshot.py OUT.png
+    python scripts/screenshot.py OUT.png [EDITING.png]
+
+The second picture, if asked for, shows the question taken back into the composer to be edited.
 
 Uses a throw-away data folder and the scripted fake engine (tests/desktop/fake_engine.py), so the
 answer really streams through EngineClient and ChatSession; nothing of the user's is touched.
@@ -86,7 +88,7 @@ def wait_until(condition, timeout_s: float = 15.0) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
+    if len(argv) not in (1, 2):
         print(__doc__)
         return 2
     out = Path(argv[0])
@@ -126,6 +128,13 @@ def main(argv: list[str]) -> int:
         time.sleep(0.01)
     window.grab().save(str(out))
     print(out)
+    if len(argv) == 2:
+        window.edit_message(window.session.messages[0].id)
+        for _ in range(20):
+            QCoreApplication.processEvents()
+            time.sleep(0.01)
+        window.grab().save(argv[1])
+        print(argv[1])
     window.close()
     storage.close()
     app.quit()

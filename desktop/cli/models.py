@@ -31,8 +31,7 @@ def run_make_demo(args: argparse.Namespace) -> int:
     completed = subprocess.run(
         [*_BUILDER.split(), args.dir, "--family", args.family, "--seed", str(args.seed)],
         check=False,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        capture_output=True,
         text=True,
     )
     sys.stdout.write(completed.stdout)

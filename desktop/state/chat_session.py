@@ -53,6 +53,7 @@ class ChatSession(QObject):
     message_updated = Signal(object)  # text/status changed; throttled while streaming
     activity_changed = Signal(str, str)  # message id, what the engine is doing ("Loading model…")
     draft_changed = Signal()
+    editing_changed = Signal(object)  # the sent user message being edited, or None
     busy_changed = Signal(bool)
     notice = Signal(str)  # a sentence for the user that is not part of any answer
     # "Local, then ask before cloud": the local model could not answer; message id, sentence.
@@ -72,6 +73,9 @@ class ChatSession(QObject):
         self.conversation_id = ""
         self.messages: list[Message] = []
         self.draft_attachments: list[Attachment] = []
+        # A sent message taken back into the draft: sending replaces it and all after it.
+        self.editing: Message | None = None
+        self._draft_before_edit: list[Attachment] = []
         self.model_choice = ModelChoice()
         # Routing fields of each chat (backend, policy, never_send…); set by the window from
         # the Settings. Empty means the engine's default: local only.
@@ -116,6 +120,7 @@ class ChatSession(QObject):
             self.new_conversation()
 
     def _open(self, conversation_id: str, messages: list[Message]) -> None:
+        self.cancel_edit()
         self.conversation_id = conversation_id
         self.messages = messages
         self.conversation_opened.emit(conversation_id)
@@ -159,6 +164,49 @@ class ChatSession(QObject):
             del self.draft_attachments[index]
             self.draft_changed.emit()
 
+    def begin_edit(self, message_id: str) -> str | None:
+        """Take a sent message back into the draft, images included; its text, or None.
+
+        Nothing changes until the edit is sent; then it replaces that message and everything
+        after it, and the model answers the edited conversation."""
+        message = next((m for m in self.messages if m.id == message_id), None)
+        if message is None or message.role != "user":
+            return None
+        if self.busy:
+            self.notice.emit("Wait for the current answer, or press Stop (Esc), then edit.")
+            return None
+        if self.editing is None:
+            self._draft_before_edit = self.draft_attachments
+        self.editing = message
+        self.draft_attachments = list(message.attachments)
+        self.draft_changed.emit()
+        self.editing_changed.emit(message)
+        return message.text
+
+    def cancel_edit(self) -> None:
+        """Leave the conversation as it was; the draft's images from before the edit return."""
+        if self.editing is None:
+            return
+        self.editing = None
+        self.draft_attachments, self._draft_before_edit = self._draft_before_edit, []
+        self.draft_changed.emit()
+        self.editing_changed.emit(None)
+
+    def later_messages(self, message_id: str) -> int:
+        """How many messages follow this one (what an edit of it would replace)."""
+        ids = [m.id for m in self.messages]
+        return len(ids) - ids.index(message_id) - 1 if message_id in ids else 0
+
+    def can_regenerate(self, message_id: str) -> bool:
+        """Only the conversation's last answer, once it has ended, can be asked for again."""
+        last = self.messages[-1] if self.messages else None
+        return (
+            last is not None
+            and last.id == message_id
+            and last.role == "assistant"
+            and last.status != MessageStatus.PENDING
+        )
+
     # -- jobs -----------------------------------------------------------------------------
 
     def send(self, text: str) -> bool:
@@ -167,6 +215,8 @@ class ChatSession(QObject):
             return False
         if not self._can_start():
             return False
+        if self.editing is not None:
+            self._replace_from(self.editing)
         if not self.conversation_id:
             title = text.splitlines()[0] if text else "Image"
             title = title if len(title) <= _TITLE_LENGTH else title[: _TITLE_LENGTH - 1] + "…"
@@ -193,6 +243,15 @@ class ChatSession(QObject):
         answer = next((m for m in self.messages if m.id == message_id), None)
         if answer is None or answer.status not in MessageStatus.RETRYABLE:
             return False
+        return self._ask_again(answer, routing)
+
+    def regenerate(self, message_id: str) -> bool:
+        """A new answer in place of the last one, to the same conversation."""
+        if not self.can_regenerate(message_id):
+            return False
+        return self._ask_again(self.messages[-1], None)
+
+    def _ask_again(self, answer: Message, routing: dict[str, Any] | None) -> bool:
         if not self._can_start():
             return False
         answer.text, answer.status = "", MessageStatus.PENDING
@@ -220,6 +279,15 @@ class ChatSession(QObject):
             )
             return False
         return True
+
+    def _replace_from(self, message: Message) -> None:
+        """Delete ``message`` and all after it, in storage and on screen (an edit is sent)."""
+        index = self.messages.index(message)
+        self._storage.delete_messages_from(self.conversation_id, message.position)
+        self.messages = self.messages[:index]
+        self.editing, self._draft_before_edit = None, []
+        self.editing_changed.emit(None)
+        self.conversation_opened.emit(self.conversation_id)
 
     def _chat_fields(self, routing: dict[str, Any] | None) -> dict[str, Any]:
         """The Chat's routing fields (Settings, then this attempt's override) and adapter."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QDragEnterEvent, QDragLeaveEvent, QDropEvent, QImage
+from PySide6.QtGui import QDragEnterEvent, QDragLeaveEvent, QDropEvent, QImage, QTextCursor
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -110,6 +110,10 @@ class ChatView(QWidget):
     send_requested = Signal(str)
     stop_requested = Signal()
     retry_requested = Signal(str)  # message id
+    edit_requested = Signal(str)  # message id of a sent user message
+    edit_cancelled = Signal()
+    edit_last_requested = Signal()
+    regenerate_requested = Signal(str)  # message id of the last answer
     files_dropped = Signal(list)  # list[Path]: dropped, pasted or chosen
     image_pasted = Signal(QImage)
     attach_requested = Signal()
@@ -130,6 +134,8 @@ class ChatView(QWidget):
         self.empty_state = EmptyState()
         self.messages = MessageList()
         self.messages.retry_clicked.connect(self.retry_requested)
+        self.messages.edit_clicked.connect(self.edit_requested)
+        self.messages.regenerate_clicked.connect(self.regenerate_requested)
         self.stack.addWidget(self.empty_state)
         self.stack.addWidget(self.messages)
         layout.addWidget(self.stack, 1)
@@ -140,6 +146,10 @@ class ChatView(QWidget):
         bottom_layout.setSpacing(6)
         self.notice = Banner("notice")
         bottom_layout.addLayout(_centred(self.notice))
+        self.editing_bar = Banner("editingBar")
+        self.editing_bar.action_clicked.connect(self.edit_cancelled)
+        bottom_layout.addLayout(_centred(self.editing_bar))
+        self._draft_before_edit: str | None = None
         self.composer = Composer()
         self.composer.send_requested.connect(self.send_requested)
         self.composer.stop_requested.connect(self.stop_requested)
@@ -147,6 +157,7 @@ class ChatView(QWidget):
         self.composer.attachment_removed.connect(self.attachment_removed)
         self.composer.edit.files_pasted.connect(self.files_dropped)
         self.composer.edit.image_pasted.connect(self.image_pasted)
+        self.composer.edit.edit_last_requested.connect(self.edit_last_requested)
         bottom_layout.addLayout(_centred(self.composer))
         layout.addWidget(bottom)
 
@@ -174,6 +185,38 @@ class ChatView(QWidget):
 
     def clear_composer(self) -> None:
         self.composer.clear_text()
+
+    def begin_editing(self, message_id: str, text: str, later: int) -> None:
+        """Put a sent message's text in the composer, keeping what was typed there before."""
+        for card in self.messages.cards():
+            card.set_editing(card.message.id == message_id)
+        if self._draft_before_edit is None:
+            self._draft_before_edit = self.composer.text()
+        replaced = "it"
+        if later == 1:
+            replaced = "it and the answer after it"
+        elif later > 1:
+            replaced = f"it and the {later} messages after it"
+        self.editing_bar.show_message(
+            f"<b>Editing a message.</b> Send replaces {replaced}; Esc keeps the conversation "
+            "as it is.",
+            "info",
+            action="Cancel",
+        )
+        edit = self.composer.edit
+        edit.setPlainText(text)
+        edit.moveCursor(QTextCursor.MoveOperation.End)
+        edit.setFocus()
+
+    def end_editing(self) -> None:
+        """Back to the draft typed before the edit began (the edit was sent or cancelled)."""
+        self.editing_bar.hide()
+        for card in self.messages.cards():
+            card.set_editing(False)
+        if self._draft_before_edit is not None:
+            self.composer.edit.setPlainText(self._draft_before_edit)
+            self.composer.edit.moveCursor(QTextCursor.MoveOperation.End)
+            self._draft_before_edit = None
 
     def show_notice(self, text: str) -> None:
         self.notice.show_message(text, "info", hide_after_ms=6000)

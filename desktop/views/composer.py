@@ -33,6 +33,7 @@ class ComposerEdit(QPlainTextEdit):
 
     submitted = Signal()
     escape_pressed = Signal()
+    edit_last_requested = Signal()  # Up in an empty composer: edit the last message sent
     image_pasted = Signal(QImage)
     files_pasted = Signal(list)  # list[Path]
 
@@ -54,6 +55,9 @@ class ComposerEdit(QPlainTextEdit):
             return
         if key == Qt.Key.Key_Escape:
             self.escape_pressed.emit()
+            return
+        if key == Qt.Key.Key_Up and not modifiers and self.document().isEmpty():
+            self.edit_last_requested.emit()
             return
         super().keyPressEvent(event)
 

@@ -54,6 +54,8 @@ class MessageCard(QFrame):
     """Built once per message; ``update_message`` refreshes it as the answer streams in."""
 
     retry_clicked = Signal(str)  # message id
+    edit_clicked = Signal(str)  # message id (a user message)
+    regenerate_clicked = Signal(str)  # message id (the last answer)
 
     def __init__(self, message: Message, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -62,6 +64,7 @@ class MessageCard(QFrame):
         self.setObjectName("userBubble" if self.is_user else "answerCard")
         self._available_width = 600
         self._activity = ""
+        self.is_last = False  # the conversation's last message: only its answer regenerates
         layout = self._layout = QVBoxLayout(self)
         layout.setContentsMargins(14, 10, 14, 10)
         layout.setSpacing(6)
@@ -126,13 +129,26 @@ class MessageCard(QFrame):
         provenance.setTextFormat(Qt.TextFormat.PlainText)  # model names and paths, as they are
         provenance.setWordWrap(True)  # a long model path wraps rather than cutting the rest off
         row.addWidget(provenance, 1)
-        copy = QPushButton("Copy")
-        copy.setObjectName("linkButton")
-        copy.setCursor(Qt.CursorShape.PointingHandCursor)
-        copy.setToolTip("Copy the answer as Markdown")
+        self.edit_button = self._link_button("Edit", "Change this message and ask again")
+        self.edit_button.clicked.connect(lambda: self.edit_clicked.emit(self.message.id))
+        row.addWidget(self.edit_button)
+        self.regenerate_button = self._link_button("Regenerate", "Answer this again (Ctrl+R)")
+        self.regenerate_button.clicked.connect(
+            lambda: self.regenerate_clicked.emit(self.message.id)
+        )
+        row.addWidget(self.regenerate_button)
+        copy = self._link_button("Copy", "Copy the answer as Markdown")
         copy.clicked.connect(self._on_copy_clicked)
         row.addWidget(copy)
         return footer, provenance, copy
+
+    @staticmethod
+    def _link_button(text: str, tooltip: str) -> QPushButton:
+        button = QPushButton(text)
+        button.setObjectName("linkButton")
+        button.setCursor(Qt.CursorShape.PointingHandCursor)
+        button.setToolTip(tooltip)
+        return button
 
     # -- updating -------------------------------------------------------------------------
 
@@ -169,14 +185,34 @@ class MessageCard(QFrame):
         set_style_property(self.error_box, "kind", message.status)
         self.error_box.setToolTip(message.error_code or "")
 
+    def set_editing(self, editing: bool) -> None:
+        """Outline the message being edited in the composer."""
+        set_style_property(self, "editing", editing)
+
+    def set_last(self, last: bool) -> None:
+        self.is_last = last
+        self._update_footer(self.message)
+
     def _update_footer(self, message: Message) -> None:
+        ended = message.status != MessageStatus.PENDING
         if self.is_user:
-            self.footer.setVisible(False)
+            self.provenance.clear()  # left empty: it keeps "Edit" at the right
+            for widget in (self.copy_button, self.regenerate_button):
+                widget.setVisible(False)
+            self.edit_button.setVisible(True)
+            self.footer.setVisible(True)
             return
+        self.edit_button.setVisible(False)
         parts = provenance_parts(message)
         self.provenance.setText(" · ".join(parts))
-        self.copy_button.setVisible(bool(message.text) and message.status != MessageStatus.PENDING)
-        self.footer.setVisible(bool(parts) or self.copy_button.isVisible())
+        self.copy_button.setVisible(bool(message.text) and ended)
+        # A failed answer has its own Retry; an ended one can be asked for again.
+        self.regenerate_button.setVisible(
+            self.is_last and ended and message.status not in MessageStatus.RETRYABLE
+        )
+        self.footer.setVisible(
+            bool(parts) or self.copy_button.isVisible() or self.regenerate_button.isVisible()
+        )
 
     def fit(self, available_width: int) -> None:
         """Size to the message list's width: answers use it all, user bubbles up to 75%."""
@@ -188,6 +224,7 @@ class MessageCard(QFrame):
             width = self.body.fit(inner, shrink=True) if self.message.text else 0
             if self.thumbnails is not None:
                 width = max(width, min(inner, self.thumbnails.sizeHint().width()))
+            width = max(width, self.footer.sizeHint().width())  # room for "Edit"
             self.setFixedWidth(width + margins.left() + margins.right())
         else:
             self.body.fit(inner, shrink=False)

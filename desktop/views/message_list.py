@@ -14,6 +14,8 @@ MAX_COLUMN_WIDTH = 860  # wide windows keep a readable line length
 
 class MessageList(QScrollArea):
     retry_clicked = Signal(str)  # message id
+    edit_clicked = Signal(str)
+    regenerate_clicked = Signal(str)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -61,6 +63,12 @@ class MessageList(QScrollArea):
     def add_message(self, message: Message) -> MessageCard:
         card = MessageCard(message)
         card.retry_clicked.connect(self.retry_clicked)
+        card.edit_clicked.connect(self.edit_clicked)
+        card.regenerate_clicked.connect(self.regenerate_clicked)
+        for earlier in self._cards.values():
+            if earlier.is_last:
+                earlier.set_last(False)
+        card.set_last(True)
         card.fit(self._column_width())
         align = Qt.AlignmentFlag.AlignRight if card.is_user else Qt.AlignmentFlag(0)
         self._column_layout.insertWidget(self._column_layout.count() - 1, card, 0, align)

@@ -1,0 +1,114 @@
+"""Editing a sent message and regenerating the last answer, with the fake engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+
+from desktop.storage import MessageStatus
+from engine import protocol as p
+from tests.desktop.helpers import chats, make_image
+
+
+def ask(qtbot, window, text: str, attachments: list[Path] | None = None) -> None:
+    assert window.send_message(text, attachments)
+    qtbot.waitUntil(lambda: not window.session.busy, timeout=10_000)
+
+
+def test_an_edited_message_replaces_itself_and_everything_after_it(
+    qtbot, make_window, tmp_path: Path, command_log: Path
+) -> None:
+    window = make_window()
+    image = make_image(tmp_path / "chart.png")
+    ask(qtbot, window, "What is this?", [image])
+    ask(qtbot, window, "And the colour?")
+    cards = window.chat_view.messages.cards()
+    assert len(cards) == 4 and cards[0].edit_button.isVisible()
+    edit = window.chat_view.composer.edit
+    qtbot.keyClicks(edit, "a draft I was writing")
+
+    qtbot.mouseClick(cards[0].edit_button, Qt.MouseButton.LeftButton)
+    assert edit.toPlainText() == "What is this?"
+    assert [a.name for a in window.session.draft_attachments] == ["chart.png"]
+    assert len(window.chat_view.composer.chips()) == 1
+    bar = window.chat_view.editing_bar
+    assert bar.isVisible() and "the 3 messages after it" in bar.label.text()
+    assert cards[0].property("editing") and not cards[2].property("editing")  # outlined
+    edit.clear()
+    qtbot.keyClicks(edit, "What is this chart about?")
+    qtbot.keyClick(edit, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: not window.session.busy, timeout=10_000)
+
+    cards = window.chat_view.messages.cards()
+    assert [card.message.role for card in cards] == ["user", "assistant"]
+    assert cards[0].body.toPlainText() == "What is this chart about?"
+    assert cards[0].thumbnails is not None  # the picture went with the edit
+    assert cards[1].message.status == MessageStatus.COMPLETE
+    stored = window.storage.messages(window.session.conversation_id)
+    assert [(m.role, m.text, m.position) for m in stored] == [
+        ("user", "What is this chart about?", 0),
+        ("assistant", cards[1].message.text, 1),
+    ]
+    assert stored[0].attachments[0].path.read_bytes() == image.read_bytes()
+    # The model is asked the edited conversation, with nothing of the replaced turns.
+    picture = str(stored[0].attachments[0].path)
+    assert chats(command_log)[-1].messages == [
+        p.ChatMessage("user", "What is this chart about?", [picture])
+    ]
+    assert edit.toPlainText() == "a draft I was writing"  # the draft comes back
+    assert not bar.isVisible() and window.session.editing is None
+    assert not any(card.property("editing") for card in window.chat_view.messages.cards())
+
+
+def test_escape_leaves_an_edit_unsent_and_the_conversation_as_it_was(
+    qtbot, make_window, tmp_path: Path, command_log: Path
+) -> None:
+    window = make_window()
+    ask(qtbot, window, "First question")
+    image = make_image(tmp_path / "waiting.png")
+    window.session.attach_files([image])  # a draft picture, not yet sent
+    edit = window.chat_view.composer.edit
+    qtbot.keyClick(edit, Qt.Key.Key_Up)  # Up in an empty composer edits the last message sent
+    assert edit.toPlainText() == "First question"
+    assert window.session.draft_attachments == []  # the edited message had no picture
+    assert "the answer after it" in window.chat_view.editing_bar.label.text()
+    qtbot.keyClicks(edit, ", changed my mind")
+    qtbot.keyClick(edit, Qt.Key.Key_Escape)
+
+    assert window.session.editing is None and not window.chat_view.editing_bar.isVisible()
+    assert edit.toPlainText() == ""
+    assert [a.name for a in window.session.draft_attachments] == ["waiting.png"]
+    stored = window.storage.messages(window.session.conversation_id)
+    assert [m.text for m in stored][0] == "First question" and len(stored) == 2
+    assert len(chats(command_log)) == 1
+
+
+def test_regenerate_asks_again_for_the_last_answer_with_the_same_history(
+    qtbot, make_window, command_log: Path
+) -> None:
+    window = make_window()
+    ask(qtbot, window, "One")
+    ask(qtbot, window, "Two")
+    cards = window.chat_view.messages.cards()
+    assert not cards[1].regenerate_button.isVisible()  # only the last answer
+    assert cards[3].regenerate_button.isVisible() and not cards[3].edit_button.isVisible()
+    last = cards[3].message
+
+    qtbot.mouseClick(cards[3].regenerate_button, Qt.MouseButton.LeftButton)
+    assert window.session.busy and not cards[3].regenerate_button.isVisible()
+    # An edit waits for the answer being written.
+    assert not window.edit_message(cards[2].message.id)
+    assert "Wait for the current answer" in window.chat_view.notice.label.text()
+    qtbot.waitUntil(lambda: not window.session.busy, timeout=10_000)
+    window.regenerate_action.trigger()  # Ctrl+R
+    qtbot.waitUntil(lambda: not window.session.busy, timeout=10_000)
+
+    sent = chats(command_log)
+    assert len(sent) == 4
+    assert sent[1].messages == sent[2].messages == sent[3].messages
+    assert [m.text for m in sent[3].messages if m.role == "user"] == ["One", "Two"]
+    assert len(window.chat_view.messages.cards()) == 4
+    stored = window.storage.messages(window.session.conversation_id)
+    assert [m.id for m in stored][-1] == last.id and len(stored) == 4
+    assert stored[-1].status == MessageStatus.COMPLETE and stored[-1].text
