@@ -94,3 +94,48 @@ def test_kill_9_mid_answer_restarts_the_real_engine_and_loses_nothing(
     finally:
         client.stop()
         storage.close()
+
+
+def test_an_edit_answers_as_a_fresh_conversation_would_with_the_real_engine(
+    qtbot, settings, tiny_model, tmp_path: Path
+) -> None:
+    """The engine keeps the last conversation's cache; an edited first message must not be
+    answered from what the replaced turns left in it (greedy: the answers are equal)."""
+    model = str(tiny_model("llava"))
+    storage = Storage(paths.database_path())
+    client = EngineClient(restart_delay_ms=100, log_path=tmp_path / "engine.log")
+    window = MainWindow(storage, client, ModelCatalog(settings), settings=settings)
+    qtbot.addWidget(window)
+    window.set_model_choice(ModelChoice(model, "nf4", "cpu"))
+    window.show()
+    client.start()
+    try:
+        qtbot.waitUntil(client.is_ready, timeout=120_000)
+        image = make_image(tmp_path / "chart.png", "#16a34a", (160, 100))
+
+        def answer(text: str, attachments: list[Path] | None = None) -> str:
+            assert window.send_message(text, attachments)
+            qtbot.waitUntil(lambda: not window.session.busy, timeout=120_000)
+            last = window.session.messages[-1]
+            assert last.status == MessageStatus.COMPLETE, last.error_message
+            return last.text
+
+        answer("What is in this picture?", [image])
+        answer("Describe it in detail, please.")
+        assert window.edit_message(window.session.messages[0].id)
+        window.chat_view.composer.edit.setPlainText("Which colour is it?")
+        window.chat_view.composer.send_button.click()
+        qtbot.waitUntil(lambda: not window.session.busy, timeout=120_000)
+        edited = window.session.messages
+        assert [m.text for m in edited if m.role == "user"] == ["Which colour is it?"]
+        assert edited[-1].status == MessageStatus.COMPLETE
+        # The picture and the template before the edited words were reused; the words were not.
+        reused = edited[-1].provenance
+        assert 0 < reused["cached_tokens"] < reused["prompt_tokens"]
+
+        window.session.new_conversation()
+        fresh = answer("Which colour is it?", [image])
+        assert fresh == edited[-1].text
+    finally:
+        client.stop()
+        storage.close()
