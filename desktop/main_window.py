@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop import paths
+from desktop.conversation_export import export_markdown
 from desktop.engine_client import EngineClient, EngineExit
 from desktop.settings_store import CloudSettings, KeyStore
 from desktop.state import ChatSession, EngineStatusModel, ModelCatalog, ModelChoice
@@ -220,6 +221,9 @@ class MainWindow(QMainWindow):
         self.conversation_list.conversation_selected.connect(session.open_conversation)
         self.conversation_list.new_requested.connect(session.new_conversation)
         self.conversation_list.delete_requested.connect(self._on_list_delete_requested)
+        self.conversation_list.rename_requested.connect(self.rename_conversation)
+        self.conversation_list.export_requested.connect(self._on_list_export_requested)
+        self.conversation_list.filter_changed.connect(self._on_session_conversations_changed)
         self.model_picker.choice_changed.connect(self._on_picker_choice_changed)
         self.model_picker.add_folder_requested.connect(self.choose_model_folder)
         self.catalog.entries_changed.connect(self._on_catalog_entries_changed)
@@ -369,8 +373,43 @@ class MainWindow(QMainWindow):
     @Slot()
     def _on_session_conversations_changed(self) -> None:
         self.conversation_list.set_conversations(
-            self.session.conversations(), self.session.conversation_id
+            self.session.conversations(self.conversation_list.filter_text()),
+            self.session.conversation_id,
         )
+
+    @Slot(str, str)
+    def rename_conversation(self, conversation_id: str, title: str) -> None:
+        if title:
+            self.storage.rename_conversation(conversation_id, title)
+        self._on_session_conversations_changed()  # shows the old title again if it was empty
+        if title and conversation_id == self.session.conversation_id:
+            self.setWindowTitle(f"{title} — VisionDesk")
+
+    def export_conversation(self, conversation_id: str, target: Path) -> Path | None:
+        """Write the conversation as Markdown with its pictures; None (and a notice) on failure."""
+        try:
+            return export_markdown(self.storage, conversation_id, target)
+        except (OSError, ValueError) as error:
+            self.chat_view.show_notice(f"Could not export the conversation: {error}")
+            return None
+
+    @Slot(str)
+    def _on_list_export_requested(self, conversation_id: str) -> None:
+        conversation = self.storage.conversation(conversation_id)
+        if conversation is None:
+            return
+        folder = Path(str(self.settings.value("dialogs/export_dir", str(Path.home()))))
+        name = "".join(c if c.isalnum() or c in " -_" else "_" for c in conversation.title)
+        chosen, _ = QFileDialog.getSaveFileName(
+            self, "Export conversation", str(folder / f"{name.strip() or 'conversation'}.md"),
+            "Markdown (*.md)",
+        )  # fmt: skip
+        if not chosen:
+            return
+        self.settings.setValue("dialogs/export_dir", str(Path(chosen).parent))
+        written = self.export_conversation(conversation_id, Path(chosen))
+        if written is not None:
+            self.chat_view.show_notice(f"Exported to {written}.")
 
     @Slot(str)
     def _on_list_delete_requested(self, conversation_id: str) -> None:

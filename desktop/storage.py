@@ -129,8 +129,21 @@ class Storage:
         )
         return conversation
 
-    def conversations(self) -> list[Conversation]:
-        rows = self._db.execute("SELECT * FROM conversations ORDER BY updated_at DESC, rowid DESC")
+    def conversations(self, containing: str = "") -> list[Conversation]:
+        """Most recent first; with ``containing``, those whose title or any message has it
+        (case-insensitive for ASCII letters)."""
+        if not containing.strip():
+            rows = self._db.execute(
+                "SELECT * FROM conversations ORDER BY updated_at DESC, rowid DESC"
+            )
+        else:
+            pattern = "%" + _escape_like(containing.strip()) + "%"
+            rows = self._db.execute(
+                "SELECT * FROM conversations c WHERE c.title LIKE ?1 ESCAPE '\\' OR EXISTS ("
+                " SELECT 1 FROM messages m WHERE m.conversation_id = c.id"
+                " AND m.text LIKE ?1 ESCAPE '\\') ORDER BY updated_at DESC, rowid DESC",
+                (pattern,),
+            )
         return [Conversation(r["id"], r["title"], r["created_at"], r["updated_at"]) for r in rows]
 
     def conversation(self, conversation_id: str) -> Conversation | None:
@@ -296,6 +309,10 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _sha256_of(path: Path) -> str:

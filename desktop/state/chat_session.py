@@ -98,8 +98,8 @@ class ChatSession(QObject):
     def active_message_ids(self) -> set[str]:
         return {m.id for m in self._jobs.values()}
 
-    def conversations(self) -> list[Conversation]:
-        return self._storage.conversations()
+    def conversations(self, containing: str = "") -> list[Conversation]:
+        return self._storage.conversations(containing)
 
     def new_conversation(self) -> None:
         """An empty conversation; it is saved with its first message."""
