@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from PySide6.QtCore import QPoint, Qt, Signal, Slot
+from PySide6.QtCore import QPoint, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import (
     QLabel,
@@ -169,5 +169,7 @@ class ConversationList(QWidget):
     def _on_list_item_changed(self, item: QListWidgetItem) -> None:
         if self._updating:
             return
-        # An empty title is no name: whoever renames keeps the old one.
-        self.rename_requested.emit(item.data(_ID_ROLE), " ".join(item.text().split()))
+        # An empty title is no name: whoever renames keeps the old one. Told on the next turn:
+        # the list may be filled anew, which must wait until the view has closed its editor.
+        conversation_id, title = item.data(_ID_ROLE), " ".join(item.text().split())
+        QTimer.singleShot(0, self, lambda: self.rename_requested.emit(conversation_id, title))
