@@ -233,6 +233,11 @@ class ExtractView(QWidget):
         self.status_badge.setObjectName("statusBadge")
         self.status_badge.hide()
         heading.addWidget(self.status_badge)
+        self.read_again_button = QPushButton("Read again")
+        self.read_again_button.setToolTip("Read this file again with the current model")
+        self.read_again_button.clicked.connect(self._on_read_again_clicked)
+        self.read_again_button.hide()
+        heading.addWidget(self.read_again_button)
         layout.addLayout(heading)
         self.result_tabs = QTabWidget()
         self.result_tabs.setObjectName("resultTabs")
@@ -388,17 +393,21 @@ class ExtractView(QWidget):
         replot = stored.result.get("replot") if stored else None
         self.page_panel.show_page(self.page, replot)
         self.result_title.setText(f"{file.name} · page {self.page}")
+        self.read_again_button.setVisible(file.status == FileStatus.FAILED)
         if stored is None:
             self.editor.set_value(None)
             self.table.set_value(None)
             self.issue_list.hide()
+            if file.error:  # no page of it was read: the file's own error says why
+                self.result_title.setText(file.name)
+                self._show_issues([{"where": "file", "message": file.error}])
             message = file.error or {
                 FileStatus.QUEUED: "Waiting to be read.",
                 FileStatus.RUNNING: self.session.activity.get(file.id, "Reading…"),
                 FileStatus.CANCELLED: "Cancelled before this page was read.",
             }.get(file.status, "No result for this page.")
             self._badge(file_status_text(file), "error" if file.error else "")
-            self.provenance.setText(message)
+            self.provenance.setText("" if file.error else message)
             return
         schema = self.session.schema_for(self.queue.batch(file.batch_id))
         issues, replaced = page_issues(stored.result, stored.edited, stored.has_edit, schema)
@@ -419,7 +428,7 @@ class ExtractView(QWidget):
     def _show_issues(self, issues: list[dict[str, Any]]) -> None:
         self.issue_list.clear()
         for issue in issues:
-            where = _field_name(str(issue.get("path") or ""))
+            where = issue.get("where") or _field_name(str(issue.get("path") or ""))
             mark = "⚠" if issue.get("severity") == "warning" else "✖"
             item = QListWidgetItem(f"{mark} {where}: {issue.get('message')}")
             item.setToolTip(str(issue.get("message")))
@@ -463,6 +472,11 @@ class ExtractView(QWidget):
         if file_id == self.file_id:
             self._show_document()
             self.page_panel.show_page(self.page, self._replot())
+
+    @Slot()
+    def _on_read_again_clicked(self) -> None:
+        if self.file_id is not None:
+            self.session.retry_file(self.file_id)
 
     def _replot(self) -> str | None:
         stored = self.queue.page(self.file_id, self.page) if self.file_id is not None else None

@@ -252,6 +252,9 @@ class PagePanel(QWidget):
         self.image = QLabel("Drop a document to see its pages here.")
         self.image.setObjectName("pageImage")
         self.image.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.image.setWordWrap(
+            True
+        )  # a long reason for "No preview" wraps; pictures are unaffected
         self.image.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
         self.scroller.setWidget(self.image)
         layout.addWidget(self.scroller, 1)
@@ -288,8 +291,8 @@ class PagePanel(QWidget):
         self._page_count = page_count or len(pages)
         if error:
             self._page_path = None
-            self.image.setText(f"No preview: {error}")
-            self.image.setPixmap(QPixmap())
+            self._pixmap = QPixmap()
+            self.image.setText(f"No preview: {error}")  # (setText also drops any picture)
         elif not pages:
             self.image.setText("Rendering the pages…")
 

@@ -69,6 +69,7 @@ from PySide6.QtWidgets import (
 
 from engine import protocol as p
 from engine.protocol import search as ps
+from engine.protocol.wording import counted
 
 HIT_ROLE = Qt.ItemDataRole.UserRole + 1
 CELL = QSize(184, 212)
@@ -168,7 +169,7 @@ def tooltip(hit: ps.SearchHit) -> str:
         lines.append("tags: " + ", ".join(_escape(tag) for tag in hit.tags))
     lines.append(f"<span style='color:#9ca3af'>{_escape(hit.path)}</span>")
     if hit.duplicates:
-        lines.append(f"also at {len(hit.duplicates)} other place(s)")
+        lines.append(f"also at {counted(len(hit.duplicates), 'other place')}")
     return "<br>".join(lines)
 
 
@@ -267,7 +268,7 @@ class SkippedDialog(QDialog):
         self.resize(760, 420)
         layout = QVBoxLayout(self)
         note = QLabel(
-            f"{total} file(s) could not be indexed. Fix or replace them and index again; "
+            f"{counted(total, 'file')} could not be indexed. Fix or replace them and index again; "
             "unchanged files are not retried."
         )
         note.setWordWrap(True)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from engine.documents import pdf
 from engine.documents.images import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, load_image
 from engine.errors import BadInput
+from engine.protocol.wording import counted
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -130,7 +131,7 @@ def select_pages(
     elif spec:
         chosen = [n for n in parse_page_spec(spec) if n <= count] if spec.strip() else []
         if not chosen:
-            raise BadInput(f"{name} has {count} page(s); none of them is in {spec!r}.")
+            raise BadInput(f"{name} has {counted(count, 'page')}; none of them is in {spec!r}.")
         chosen = sorted(set(chosen))
     else:
         chosen = list(range(1, count + 1))

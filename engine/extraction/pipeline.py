@@ -26,6 +26,7 @@ from engine.extraction.merge import merge_pages
 from engine.extraction.schemas import LoadedSchema, validation_errors
 from engine.protocol import ENGINE_VERSION, ChatMessage, Sampling
 from engine.protocol.extract import DocumentResult, ExtractOptions, Issue, PageResult, Provenance
+from engine.protocol.wording import counted
 
 
 class ExtractionCancelled(Exception):
@@ -229,7 +230,7 @@ class PagePipeline:
                 if first.reason == "length"
                 else "was not valid JSON"
                 if not first.parsed
-                else f"had {first.errors} problem(s)"
+                else f"had {counted(first.errors, 'problem')}"
             )
             kept = "the retry's" if best is not first else "the first"
             issues.append(

@@ -17,6 +17,7 @@ from engine.errors import BadInput, Unsupported
 from engine.finetune.parts import ModelParts, find_parts, lora_params
 from engine.models.resolve import ResolvedModel, check_remote_code, check_weights, resolve_model
 from engine.protocol import finetune as pf
+from engine.protocol.wording import counted
 
 EMBEDDING_TYPES = frozenset({"clip", "siglip", "siglip2"})
 GIB = 1024**3
@@ -218,7 +219,7 @@ def choose(
     r.note(
         "total_steps",
         total,
-        f"{_count(values['epochs'], 'epoch')} x {_count(steps_per_epoch, 'step')}"
+        f"{counted(values['epochs'], 'epoch')} x {counted(steps_per_epoch, 'step')}"
         + (
             f", capped at {settings.max_steps} by you"
             if settings.max_steps and total < planned
@@ -301,10 +302,6 @@ def _quant_default(
         "none",
         f"LoRA on a bf16 base: 4-bit visibly hurts small ({billions:.1f} B) vision models",
     )
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def _dtype_reason(device: str, bf16: bool) -> str:

@@ -11,6 +11,7 @@ from typing import Literal
 import msgspec
 
 from engine.protocol.base import Command, DeviceChoice, Event, Quantization  # noqa: F401
+from engine.protocol.wording import counted
 
 Verdict = Literal["fits", "tight", "does_not_fit", "unknown"]
 
@@ -81,7 +82,7 @@ def describe_plan(plan: MemoryPlan) -> list[tuple[str, str]]:
         ("  vision tower + projector", memory(plan.vision_bytes)),
         ("image tokens per image", f"{plan.image_tokens_per_image} at "
          f"{plan.image_width}x{plan.image_height}"),
-        ("sequence", f"{plan.sequence_tokens} tokens ({plan.images} image(s), "
+        ("sequence", f"{plan.sequence_tokens} tokens ({counted(plan.images, 'image')}, "
          f"{plan.context_tokens} context)"),
         ("KV cache", memory(plan.kv_cache_bytes)),
         ("activations", memory(plan.activation_bytes)),

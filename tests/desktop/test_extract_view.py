@@ -113,6 +113,19 @@ def test_a_dropped_pdf_is_read_shown_beside_its_fields_and_exported_as_csv(
     view.page_panel.thumbnails.setCurrentRow(0)
     assert real_window.grab().save(str(shot_dir(tmp_path) / "extract-view.png"))
 
+    # The file that failed says why where its fields would be, and can be read again.
+    view.queue_panel.select(bad.id)
+    assert view.file_id == bad.id and view.result_title.text() == "empty.png"
+    assert view.issue_list.isVisible()
+    assert view.issue_list.item(0).text() == f"✖ file: {failed.error}"
+    qtbot.waitUntil(lambda: "No preview" in view.page_panel.image.text(), timeout=30_000)
+    assert "empty" in view.page_panel.image.text()  # not "Rendering the page…" for ever
+    assert view.read_again_button.isVisible()
+    qtbot.mouseClick(view.read_again_button, Qt.MouseButton.LeftButton)
+    assert view.queue.file(bad.id).status in (FileStatus.QUEUED, FileStatus.RUNNING)
+    qtbot.waitUntil(lambda: view.queue.file(bad.id).status == FileStatus.FAILED, timeout=60_000)
+    assert view.issue_list.item(0).text() == f"✖ file: {failed.error}"
+
 
 def test_kill_9_mid_batch_restarts_the_engine_and_every_page_is_read_and_stored_once(
     qtbot, real_window, tmp_path: Path
