@@ -7,6 +7,8 @@ window decides what "use" means (usually: make it the chat model and load it).
 
 from __future__ import annotations
 
+import html
+import re
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, Signal, Slot
@@ -43,6 +45,8 @@ GROUPS = [
     ("24gb", "24 GB GPU"),
     ("embeddings", "Image search (embeddings)"),
 ]
+# "owner/name" as the Hub spells repository ids.
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 VERDICT_COLORS = {"fits": "#15803d", "tight": "#b45309", "does_not_fit": "#b91c1c"}
 ROLE = Qt.ItemDataRole.UserRole
 
@@ -108,6 +112,13 @@ class ModelsView(QWidget):
         for key, label in GROUPS:
             self.group_combo.addItem(label, key)
         self.group_combo.currentIndexChanged.connect(self._fill_catalogue)
+        self.find_edit = QLineEdit()
+        self.find_edit.setObjectName("modelFind")
+        self.find_edit.setPlaceholderText(
+            "Find a model, or type any Hugging Face id (owner/name) to check or download it"
+        )
+        self.find_edit.setClearButtonEnabled(True)
+        self.find_edit.textChanged.connect(self._fill_catalogue)
         self.catalogue_tree = _tree(["Model", "Size", "Good at", "Licence", "Fit"])
         self.catalogue_tree.currentItemChanged.connect(self._on_catalogue_selected)
         self.details = QLabel("Choose a model to see what it needs.")
@@ -121,7 +132,10 @@ class ModelsView(QWidget):
         buttons.addWidget(self.check_button)
         buttons.addWidget(self.download_button)
         buttons.addStretch(1)
-        layout.addWidget(self.group_combo)
+        top = QHBoxLayout()
+        top.addWidget(self.group_combo)
+        top.addWidget(self.find_edit, 1)
+        layout.addLayout(top)
         layout.addWidget(self.catalogue_tree, 1)
         layout.addWidget(self.details)
         layout.addLayout(buttons)
@@ -195,7 +209,16 @@ class ModelsView(QWidget):
             group = cat.group_for(self.vram())
         selected = self._selected_repo()
         self.catalogue_tree.clear()
-        for entry in cat.picks(self.catalogue, group):
+        wanted = self.find_edit.text().strip()
+        entries = cat.picks(self.catalogue, group)
+        if wanted:  # every model of the catalogue, not only this group's picks
+            words = wanted.lower().split()
+            entries = [
+                entry
+                for entry in self.catalogue.models
+                if all(word in f"{entry.name} {entry.repo_id}".lower() for word in words)
+            ]
+        for entry in entries:
             item = QTreeWidgetItem(
                 [entry.name, f"{entry.params_b:g} B", ", ".join(entry.good_at), entry.licence]
             )
@@ -205,8 +228,29 @@ class ModelsView(QWidget):
             self.catalogue_tree.addTopLevelItem(item)
             if entry.repo_id == selected:
                 self.catalogue_tree.setCurrentItem(item)
+        known = {entry.repo_id.lower() for entry in entries}
+        if _REPO_ID.match(wanted) and wanted.lower() not in known:
+            self._add_hub_row(wanted, select=len(entries) == 0 or wanted == selected)
+        if self.catalogue_tree.currentItem() is None:
+            self.details.setText("Choose a model to see what it needs.")
         if self.catalogue.note and not self.catalogue.models:
             self.details.setText(self.catalogue.note)
+
+    def _add_hub_row(self, repo_id: str, select: bool) -> None:
+        """A repository the catalogue does not list: Check fit reads its config from the Hub."""
+        item = QTreeWidgetItem([repo_id, "", "", "", ""])
+        item.setData(0, ROLE, repo_id)
+        item.setToolTip(0, f"{repo_id} on the Hugging Face Hub (not in VisionDesk's list)")
+        plan = self.plans.get(repo_id)
+        if plan is None:
+            item.setText(4, "press Check fit")
+        else:
+            item.setText(4, f"{_words(plan.verdict)} · {plan.quant} (planned)")
+            item.setData(4, ROLE, plan.verdict)
+            item.setForeground(4, QColor(VERDICT_COLORS.get(plan.verdict, "#374151")))
+        self.catalogue_tree.addTopLevelItem(item)
+        if select:
+            self.catalogue_tree.setCurrentItem(item)
 
     def _set_badge(self, item: QTreeWidgetItem, entry: pm.CatalogueEntry) -> None:
         plan = self.plans.get(entry.repo_id)
@@ -236,6 +280,8 @@ class ModelsView(QWidget):
         repo_id = self._selected_repo()
         entry = self.catalogue.entry(repo_id) if repo_id else None
         if entry is None:
+            if repo_id:
+                self._show_hub_details(repo_id)
             return
         lines = [f"<b>{entry.name}</b> — <code>{entry.repo_id}</code>"]
         lines.append(
@@ -255,11 +301,26 @@ class ModelsView(QWidget):
             lines.append(_plan_html(plan))
         self.details.setText("<br>".join(lines))
 
+    def _show_hub_details(self, repo_id: str) -> None:
+        lines = [
+            f"<code>{html.escape(repo_id)}</code> is not in VisionDesk's list. <i>Check fit</i> "
+            "reads its configuration from the Hugging Face Hub (a few kilobytes) and works out "
+            "the memory it needs; <i>Download</i> fetches it (its safetensors weights, where it "
+            "has them)."
+        ]
+        plan = self.plans.get(repo_id)
+        if plan is not None:
+            lines.append(_plan_html(plan))
+        self.details.setText("<br>".join(lines))
+
     @Slot()
     def _on_check_clicked(self) -> None:
         repo_id = self._selected_repo()
         entry = self.catalogue.entry(repo_id) if repo_id else None
         if entry is None:
+            if repo_id:  # a Hub id typed in: planned at the engine's default picture size
+                self.status_label.setText(f"Checking {repo_id}: fetching its config files…")
+                self.jobs.plan(repo_id)
             return
         quant = cat.best_quant(entry, self.vram()) if self.vram() else "auto"
         self.status_label.setText(f"Checking {entry.name}: fetching its config files…")

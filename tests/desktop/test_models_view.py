@@ -280,6 +280,31 @@ def test_download_then_use_the_model(qtbot, engine, settings, tmp_path, hub) -> 
     qtbot.waitUntil(lambda: "org/tiny-llava" not in installed_models(view), timeout=60_000)
 
 
+def test_any_hub_id_typed_in_can_be_checked_and_downloaded(
+    qtbot, engine, settings, tmp_path, hub
+) -> None:
+    hub.repos["someone/unlisted-llava"] = Repo(files=dict(hub.repos["org/tiny-llava"].files))
+    view = make_view(qtbot, engine, settings, tmp_path, hub)
+    view.set_devices([p.DeviceInfo(kind="cpu", name="cpu", total_memory=16 * pm.GIB)])
+    qtbot.keyClicks(view.find_edit, "slow")  # words find catalogue models of any group
+    assert list(catalogue_rows(view)) == ["org/slow-llava"]
+    view.find_edit.setText("someone/unlisted-llava")
+    assert list(catalogue_rows(view)) == ["someone/unlisted-llava"]
+    assert view.catalogue_tree.currentItem().text(4) == "press Check fit"
+    assert "not in VisionDesk's list" in view.details.text()
+    with qtbot.waitSignal(view.jobs.plan_ready, timeout=120_000):
+        view.check_button.click()
+    text, verdict = catalogue_rows(view)["someone/unlisted-llava"]
+    assert verdict == "fits" and text.endswith("(planned)")
+    assert "image tokens per image" in view.details.text()
+    with qtbot.waitSignal(view.jobs.installed_changed, timeout=120_000):
+        view.download_button.click()
+    assert "someone/unlisted-llava" in installed_models(view)
+    view.find_edit.setText("nobody here")
+    assert catalogue_rows(view) == {}
+    assert view.details.text() == "Choose a model to see what it needs."
+
+
 def test_cancel_pauses_a_download_and_resume_fetches_only_the_rest(
     qtbot, engine, settings, tmp_path, hub
 ) -> None:
