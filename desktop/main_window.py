@@ -132,6 +132,8 @@ class MainWindow(QMainWindow):
         self._apply_engine_settings()
         self.settings_view = SettingsView(self.cloud_settings, KeyStore())
         self.session.routing = self.cloud_settings.routing_fields
+        self.session.sampling = self.cloud_settings.sampling
+        self.session.system_prompt = lambda: self.cloud_settings.system_prompt
         self.status_bar = EngineStatusBar()
         self.setStatusBar(self.status_bar)
         self.new_action = self._action(

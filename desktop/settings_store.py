@@ -8,6 +8,7 @@ from typing import Any, Generic, TypeVar
 
 from PySide6.QtCore import QSettings
 
+from engine import protocol as p
 from engine.protocol import cloud as c
 
 T = TypeVar("T")
@@ -59,6 +60,30 @@ DECODING_CHOICES = {
     "generate": "transformers' generate (troubleshooting)",
 }
 
+# How chat answers are written (local models and cloud alike).
+ANSWER_TOKENS = Setting(
+    "chat/max_new_tokens", "1024", "The longest answer, in tokens (about ¾ of a word each)."
+)
+TEMPERATURE = Setting(
+    "chat/temperature",
+    "0",
+    "0 always takes the likeliest next word (the same answer every time, best for reading "
+    "documents); higher values vary the wording more.",
+)
+REPETITION_PENALTY = Setting(
+    "chat/repetition_penalty",
+    "1",
+    "Above 1 discourages repeating words already written: helps small models that loop.",
+)
+SYSTEM_PROMPT = Setting(
+    "chat/system_prompt",
+    "",
+    "Instructions the model reads before every conversation, e.g. “Answer in French.” Empty: none.",
+)
+ANSWER_TOKENS_RANGE = (16, 8192)
+TEMPERATURE_RANGE = (0.0, 2.0)
+REPETITION_PENALTY_RANGE = (1.0, 2.0)
+
 
 class CloudSettings:
     """Typed access to the declared settings, persisted in a ``QSettings``."""
@@ -91,6 +116,26 @@ class CloudSettings:
     def decoding(self) -> str:
         choice = self.get(DECODING)
         return choice if choice in DECODING_CHOICES else DECODING.default
+
+    def number(self, setting: Setting[str], bounds: tuple[float, float]) -> float:
+        """A numeric setting within ``bounds``; its default where the stored text is no number."""
+        try:
+            value = float(self.get(setting))
+        except ValueError:
+            value = float(setting.default)
+        return min(max(value, bounds[0]), bounds[1])
+
+    def sampling(self) -> p.Sampling:
+        """How chat answers are generated, from the Settings."""
+        return p.Sampling(
+            temperature=self.number(TEMPERATURE, TEMPERATURE_RANGE),
+            max_new_tokens=int(self.number(ANSWER_TOKENS, ANSWER_TOKENS_RANGE)),
+            repetition_penalty=self.number(REPETITION_PENALTY, REPETITION_PENALTY_RANGE),
+        )
+
+    @property
+    def system_prompt(self) -> str:
+        return self.get(SYSTEM_PROMPT).strip()
 
     def engine_environment(self) -> dict[str, str]:
         """Variables the engine process is started with."""

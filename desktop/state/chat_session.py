@@ -80,6 +80,9 @@ class ChatSession(QObject):
         # Routing fields of each chat (backend, policy, never_send…); set by the window from
         # the Settings. Empty means the engine's default: local only.
         self.routing: Callable[[], dict[str, Any]] = dict
+        # How answers are written (the Settings): sampling, and instructions sent first.
+        self.sampling: Callable[[], p.Sampling] = p.Sampling
+        self.system_prompt: Callable[[], str] = str
         self.adapter: str | None = None  # a LoRA adapter folder applied over the chosen model
         self._jobs: dict[str, Message] = {}  # job id -> the assistant message it writes
         self._dirty: set[str] = set()
@@ -298,12 +301,17 @@ class ChatSession(QObject):
 
     def _start_job(self, answer: Message, routing: dict[str, Any] | None = None) -> None:
         history = self.messages[: self.messages.index(answer)]
+        turns = conversation_for_engine(history)
+        instructions = self.system_prompt().strip()
+        if instructions:
+            turns.insert(0, p.ChatMessage(role="system", text=instructions))
         choice = self.model_choice
         job_id = self._client.start_chat(
-            conversation_for_engine(history),
+            turns,
             model=choice.model,
             quant=choice.quant,
             device=choice.device,
+            sampling=self.sampling(),
             **self._chat_fields(routing),
         )
         self._jobs[job_id] = answer

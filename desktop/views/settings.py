@@ -11,17 +11,22 @@ from __future__ import annotations
 from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import (
     QComboBox,
+    QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QPlainTextEdit,
     QPushButton,
+    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
 from desktop.settings_store import (
+    ANSWER_TOKENS,
+    ANSWER_TOKENS_RANGE,
     CLOUD_PROVIDER,
     COMPANIES,
     DECODING,
@@ -30,9 +35,15 @@ from desktop.settings_store import (
     PROVIDER_MODELS,
     REMOTE_MODEL,
     REMOTE_URL,
+    REPETITION_PENALTY,
+    REPETITION_PENALTY_RANGE,
+    SYSTEM_PROMPT,
+    TEMPERATURE,
+    TEMPERATURE_RANGE,
     CloudSettings,
     KeyStore,
     KeyStoreError,
+    Setting,
     describe_sending,
 )
 from engine import protocol as p
@@ -113,6 +124,7 @@ class SettingsView(QWidget):
         self.setObjectName("settingsView")
         self.settings = settings
         self.keys = keys
+        self._loading = False
         layout = QVBoxLayout(self)
         self.sending_label = QLabel()
         self.sending_label.setObjectName("sendingSummary")
@@ -121,6 +133,7 @@ class SettingsView(QWidget):
         QVBoxLayout(summary).addWidget(self.sending_label)
         layout.addWidget(summary)
         layout.addWidget(self._routing_box())
+        layout.addWidget(self._answers_box())
         self.boxes: dict[str, ProviderBox] = {}
         for provider in c.CLOUD_PROVIDERS:
             label, company = c.PROVIDER_LABELS[provider], COMPANIES[provider]
@@ -149,6 +162,52 @@ class SettingsView(QWidget):
         form.addRow("Cloud provider", self.provider_combo)
         self.policy_combo.currentIndexChanged.connect(self._on_policy_combo_changed)
         self.provider_combo.currentIndexChanged.connect(self._on_provider_combo_changed)
+        return box
+
+    def _answers_box(self) -> QGroupBox:
+        box = QGroupBox("Chat answers")
+        form = QFormLayout(box)
+        self.length_spin = QSpinBox()
+        self.length_spin.setRange(*ANSWER_TOKENS_RANGE)
+        self.length_spin.setSingleStep(256)
+        self.length_spin.setSuffix(" tokens")
+        self.length_spin.setToolTip(ANSWER_TOKENS.description)
+        form.addRow("Longest answer", self.length_spin)
+        self.temperature_spin = QDoubleSpinBox()
+        self.temperature_spin.setRange(*TEMPERATURE_RANGE)
+        self.temperature_spin.setSingleStep(0.1)
+        self.temperature_spin.setDecimals(2)
+        self.temperature_spin.setSpecialValueText("0 (the likeliest words; the same every time)")
+        self.temperature_spin.setToolTip(TEMPERATURE.description)
+        form.addRow("Temperature", self.temperature_spin)
+        self.repetition_spin = QDoubleSpinBox()
+        self.repetition_spin.setRange(*REPETITION_PENALTY_RANGE)
+        self.repetition_spin.setSingleStep(0.05)
+        self.repetition_spin.setDecimals(2)
+        self.repetition_spin.setSpecialValueText("off")
+        self.repetition_spin.setToolTip(REPETITION_PENALTY.description)
+        form.addRow("Repetition penalty", self.repetition_spin)
+        self.system_edit = QPlainTextEdit()
+        self.system_edit.setObjectName("systemPrompt")
+        self.system_edit.setPlaceholderText("Optional, e.g. “Answer briefly, in French.”")
+        self.system_edit.setToolTip(SYSTEM_PROMPT.description)
+        self.system_edit.setFixedHeight(64)
+        form.addRow("Instructions", self.system_edit)
+        note = QLabel("For new answers, local and cloud alike.")
+        note.setObjectName("hint")
+        form.addRow("", note)
+        self.length_spin.valueChanged.connect(
+            lambda value: self._set_answer(ANSWER_TOKENS, str(value))
+        )
+        self.temperature_spin.valueChanged.connect(
+            lambda value: self._set_answer(TEMPERATURE, f"{value:g}")
+        )
+        self.repetition_spin.valueChanged.connect(
+            lambda value: self._set_answer(REPETITION_PENALTY, f"{value:g}")
+        )
+        self.system_edit.textChanged.connect(
+            lambda: self._set_answer(SYSTEM_PROMPT, self.system_edit.toPlainText())
+        )
         return box
 
     def _local_box(self) -> QGroupBox:
@@ -182,6 +241,13 @@ class SettingsView(QWidget):
             box.url_edit.editingFinished.connect(self._on_url_edited)
 
     def _load(self) -> None:
+        self._loading = True
+        sampling = self.settings.sampling()
+        self.length_spin.setValue(sampling.max_new_tokens)
+        self.temperature_spin.setValue(sampling.temperature)
+        self.repetition_spin.setValue(sampling.repetition_penalty)
+        self.system_edit.setPlainText(self.settings.get(SYSTEM_PROMPT))
+        self._loading = False
         self.decoding_combo.setCurrentIndex(self.decoding_combo.findData(self.settings.decoding))
         self.policy_combo.setCurrentIndex(self.policy_combo.findData(self.settings.policy))
         self.provider_combo.setCurrentIndex(self.provider_combo.findData(self.settings.provider))
@@ -260,6 +326,10 @@ class SettingsView(QWidget):
         box.set_model(current or (models[0] if models else ""))
 
     # --- persistence -----------------------------------------------------------------------------
+    def _set_answer(self, setting: Setting[str], value: str) -> None:
+        if not self._loading:  # filling the widgets from the settings writes nothing back
+            self.settings.set(setting, value)
+
     @Slot(int)
     def _on_decoding_changed(self, index: int) -> None:
         self.settings.set(DECODING, str(self.decoding_combo.itemData(index)))

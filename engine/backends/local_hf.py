@@ -288,15 +288,25 @@ class LocalHFBackend:
             self.tokenizer, "chat_template", None
         )
         if self.quirks.prompt_format == "chat_template" and template:
-            conversation = [_hf_message(message) for message in messages]
-            return str(
-                self.processor.apply_chat_template(
-                    conversation, add_generation_prompt=True, tokenize=False
-                )
-            )
+            from jinja2 import TemplateError
+
+            try:
+                return self._apply_template(messages)
+            except TemplateError as exc:  # e.g. "System role not supported"
+                if not any(message.role == "system" for message in messages):
+                    raise BadInput(f"The model's chat template rejected this input: {exc}") from exc
+                return self._apply_template(_fold_system(messages))
         if self.quirks.prompt_format == "prefix":
-            return messages[-1].text
-        return _plain_prompt(messages)
+            return messages[-1].text  # a task prompt (PaliGemma): no room for instructions
+        return _plain_prompt(_fold_system(messages))
+
+    def _apply_template(self, messages: list[ChatMessage]) -> str:
+        conversation = [_hf_message(message) for message in messages]
+        return str(
+            self.processor.apply_chat_template(
+                conversation, add_generation_prompt=True, tokenize=False
+            )
+        )
 
     def generation_kwargs(self, sampling: Sampling) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens}
@@ -518,6 +528,19 @@ def _hf_message(message: ChatMessage) -> dict[str, Any]:
     content: list[dict[str, Any]] = [{"type": "image"} for _ in message.images]
     content.append({"type": "text", "text": message.text})
     return {"role": message.role, "content": content}
+
+
+def _fold_system(messages: list[ChatMessage]) -> list[ChatMessage]:
+    """Instructions put before the first user turn, for templates that have no system role."""
+    system = "\n\n".join(m.text for m in messages if m.role == "system" and m.text)
+    turns = [m for m in messages if m.role != "system"]
+    if not system or not turns:
+        return turns
+    first = next((i for i, m in enumerate(turns) if m.role == "user"), 0)
+    folded = ChatMessage(
+        role=turns[first].role, text=f"{system}\n\n{turns[first].text}", images=turns[first].images
+    )
+    return [*turns[:first], folded, *turns[first + 1 :]]
 
 
 def _plain_prompt(messages: list[ChatMessage]) -> str:

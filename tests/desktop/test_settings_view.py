@@ -191,3 +191,47 @@ def test_the_decoding_choice_persists_and_reaches_the_engines_next_start(
     assert again.decoding_combo.currentData() == "generate"
     qsettings.setValue("engine/decoding", "warp-speed")  # a bad value reads as the default
     assert CloudSettings(qsettings).decoding == "auto"
+
+
+def test_answer_settings_persist_and_shape_every_chat_request(qtbot, qsettings, keys, view) -> None:
+    assert view.settings.sampling() == p.Sampling(max_new_tokens=1024)  # greedy, no penalty
+    assert view.temperature_spin.text().startswith("0 (the likeliest words")
+    view.length_spin.setValue(2048)
+    view.temperature_spin.setValue(0.7)
+    view.repetition_spin.setValue(1.15)
+    qtbot.keyClicks(view.system_edit, "Answer in French.")
+    again = SettingsView(CloudSettings(qsettings), keys)  # as the app opens next time
+    qtbot.addWidget(again)
+    assert (again.length_spin.value(), again.temperature_spin.value()) == (2048, 0.7)
+    assert again.repetition_spin.value() == 1.15
+    assert again.system_edit.toPlainText() == "Answer in French."
+    assert again.settings.sampling() == p.Sampling(
+        temperature=0.7, max_new_tokens=2048, repetition_penalty=1.15
+    )
+    assert again.settings.system_prompt == "Answer in French."
+    qsettings.setValue("chat/max_new_tokens", "lots")  # edited by hand: the default, not a crash
+    qsettings.setValue("chat/temperature", "9")
+    assert again.settings.sampling().max_new_tokens == 1024
+    assert again.settings.sampling().temperature == 2.0  # clamped to the range offered
+
+
+def test_a_chat_carries_the_answer_settings_and_the_instructions_first(
+    qtbot, make_window, command_log
+) -> None:
+    from tests.desktop.helpers import chats
+
+    window = make_window()
+    settings = window.settings_view
+    settings.length_spin.setValue(300)
+    settings.temperature_spin.setValue(0.5)
+    settings.system_edit.setPlainText("  Be brief.  ")
+    assert window.send_message("Describe it")
+    qtbot.waitUntil(lambda: not window.session.busy, timeout=10_000)
+    [chat] = chats(command_log)
+    assert chat.sampling == p.Sampling(temperature=0.5, max_new_tokens=300)
+    assert chat.messages == [
+        p.ChatMessage("system", "Be brief."),
+        p.ChatMessage("user", "Describe it"),
+    ]
+    stored = window.storage.messages(window.session.conversation_id)
+    assert [m.role for m in stored] == ["user", "assistant"]  # instructions are not history
