@@ -220,6 +220,7 @@ class MainWindow(QMainWindow):
         self.settings_view.models_requested.connect(self._on_settings_models_requested)
         client.job_finished.connect(self._on_client_job_finished)
         self.status_bar.restart_requested.connect(client.restart)
+        self.status_bar.unload_requested.connect(self.unload_model)
         self.conversation_list.conversation_selected.connect(session.open_conversation)
         self.conversation_list.new_requested.connect(session.new_conversation)
         self.conversation_list.delete_requested.connect(self._on_list_delete_requested)
@@ -295,6 +296,13 @@ class MainWindow(QMainWindow):
             return False
         self.chat_view.begin_editing(message_id, text, self.session.later_messages(message_id))
         return True
+
+    @Slot()
+    def unload_model(self) -> None:
+        """Give the model's memory back (to a game, another app); the next question reloads it."""
+        self.run_side_job(
+            p.Unload(job_id=uuid.uuid4().hex), lambda _f: self.client.request_status()
+        )
 
     @Slot()
     def regenerate_last_answer(self) -> bool:

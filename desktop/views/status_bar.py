@@ -11,6 +11,7 @@ from desktop.views.style import set_style_property
 
 class EngineStatusBar(QStatusBar):
     restart_requested = Signal()
+    unload_requested = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -29,11 +30,18 @@ class EngineStatusBar(QStatusBar):
         self.vram = QLabel()
         for label in (self.device, self.model, self.vram):
             label.setObjectName("statusField")
+        self.unload_button = QPushButton("Unload")
+        self.unload_button.setObjectName("linkButton")
+        self.unload_button.setToolTip(
+            "Free the memory the model holds; it loads again with the next question"
+        )
+        self.unload_button.clicked.connect(self.unload_requested)
+        self.unload_button.hide()
         self.addWidget(self.dot)
         self.addWidget(self.state)
         self.addWidget(self.restart_button)
-        for label in (self.device, self.model, self.vram):
-            self.addPermanentWidget(label)
+        for widget in (self.device, self.model, self.unload_button, self.vram):
+            self.addPermanentWidget(widget)
 
     def show_status(self, status: EngineStatusModel) -> None:
         self.state.setText(status.state_text())
@@ -47,3 +55,5 @@ class EngineStatusBar(QStatusBar):
         ):
             label.setText(text)
             label.setVisible(bool(text))
+        idle = status.phase == "ready" and status.engine_state == "idle"
+        self.unload_button.setVisible(idle and status.loaded is not None)

@@ -136,6 +136,18 @@ def test_an_edit_answers_as_a_fresh_conversation_would_with_the_real_engine(
         window.session.new_conversation()
         fresh = answer("Which colour is it?", [image])
         assert fresh == edited[-1].text
+
+        # Unload gives the model's memory back; the status bar says so and the next question
+        # loads it again.
+        bar = window.status_bar
+        qtbot.waitUntil(lambda: bar.unload_button.isVisible(), timeout=30_000)
+        assert "nf4" in bar.model.text()
+        bar.unload_button.click()
+        qtbot.waitUntil(lambda: window.engine_status.loaded is None, timeout=30_000)
+        assert bar.model.text() == "No model loaded" and not bar.unload_button.isVisible()
+        window.session.new_conversation()
+        assert answer("Which colour is it?", [image]) == fresh
+        qtbot.waitUntil(lambda: window.engine_status.loaded is not None, timeout=30_000)
     finally:
         client.stop()
         storage.close()
