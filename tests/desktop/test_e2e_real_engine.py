@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from PySide6.QtCore import Qt
 
 from desktop import paths
@@ -16,138 +18,130 @@ from desktop.storage import MessageStatus, Storage
 from tests.desktop.helpers import make_image
 
 
-def test_kill_9_mid_answer_restarts_the_real_engine_and_loses_nothing(
-    qtbot, settings, tiny_model, tmp_path: Path
-) -> None:
-    model = str(tiny_model("llava"))
+@pytest.fixture
+def real_window(qtbot, settings, tiny_model, tmp_path: Path) -> Iterator[MainWindow]:
+    """The window with a real engine process, a tiny LLaVA in NF4 on the CPU chosen."""
     storage = Storage(paths.database_path())
     client = EngineClient(restart_delay_ms=100, log_path=tmp_path / "engine.log")
     window = MainWindow(storage, client, ModelCatalog(settings), settings=settings)
     qtbot.addWidget(window)
     window.resize(1100, 760)
-    window.set_model_choice(ModelChoice(model, "nf4", "cpu"))
+    window.set_model_choice(ModelChoice(str(tiny_model("llava")), "nf4", "cpu"))
     window.show()
     client.start()
     try:
         qtbot.waitUntil(client.is_ready, timeout=120_000)
-        image = make_image(tmp_path / "chart.png", "#2563eb", (160, 100))
-
-        # Turn 1 completes: it is the "earlier history" that must survive.
-        assert window.session.attach_files([image]) == []
-        window.send_message("What is in this picture?")
-        qtbot.waitUntil(lambda: not window.session.busy, timeout=120_000)
-        first_answer = window.chat_view.messages.cards()[1].message
-        assert first_answer.status == MessageStatus.COMPLETE and first_answer.text
-
-        # Turn 2 is killed with SIGKILL as soon as its first token streams in.
-        first_pid = client.engine_pid()
-        killed: list[int] = []
-
-        def kill_on_first_delta(job_id: str, text: str) -> None:
-            if not killed:
-                killed.append(client.engine_pid() or 0)
-                os.kill(killed[0], signal.SIGKILL)
-
-        client.delta_received.connect(kill_on_first_delta)
-        with qtbot.waitSignal(client.engine_died, timeout=120_000):
-            window.send_message("Describe it in detail, please.")
-        client.delta_received.disconnect(kill_on_first_delta)
-        assert killed == [first_pid]
-
-        banner = window.chat_view.engine_banner
-        assert banner.isVisible() and "restarting" in banner.label.text().lower()
-        qtbot.waitUntil(client.is_ready, timeout=120_000)
-        assert client.engine_pid() not in (None, first_pid)
-
-        cards = window.chat_view.messages.cards()
-        assert [c.message.role for c in cards] == ["user", "assistant", "user", "assistant"]
-        assert cards[0].thumbnails is not None
-        assert cards[1].message.text == first_answer.text
-        assert cards[2].body.toPlainText() == "Describe it in detail, please."
-        interrupted = cards[3]
-        assert interrupted.message.status == MessageStatus.INTERRUPTED
-        assert interrupted.retry_button.isVisible()
-
-        saved = Storage(paths.database_path())  # what a restarted app would read
-        conversation = saved.conversations()[0]
-        stored = saved.messages(conversation.id)
-        saved.close()
-        assert [(m.role, m.status) for m in stored] == [
-            ("user", MessageStatus.COMPLETE),
-            ("assistant", MessageStatus.COMPLETE),
-            ("user", MessageStatus.COMPLETE),
-            ("assistant", MessageStatus.INTERRUPTED),
-        ]
-        assert stored[0].attachments[0].path.is_file()
-        assert stored[2].text == "Describe it in detail, please."
-
-        # Retry: the new engine loads the model again and answers the same conversation.
-        qtbot.mouseClick(interrupted.retry_button, Qt.MouseButton.LeftButton)
-        qtbot.waitUntil(
-            lambda: interrupted.message.status == MessageStatus.COMPLETE, timeout=120_000
-        )
-        assert interrupted.message.text
-        assert "nf4" in interrupted.provenance.text()
-        shots = Path(os.environ.get("VISIONDESK_SCREENSHOT_DIR", tmp_path))
-        shots.mkdir(parents=True, exist_ok=True)
-        assert window.grab().save(str(shots / "e2e-after-restart.png"))
+        yield window
     finally:
         client.stop()
         storage.close()
+
+
+def test_kill_9_mid_answer_restarts_the_real_engine_and_loses_nothing(
+    qtbot, real_window: MainWindow, tmp_path: Path
+) -> None:
+    window, client = real_window, real_window.client
+    image = make_image(tmp_path / "chart.png", "#2563eb", (160, 100))
+
+    # Turn 1 completes: it is the "earlier history" that must survive.
+    assert window.session.attach_files([image]) == []
+    window.send_message("What is in this picture?")
+    qtbot.waitUntil(lambda: not window.session.busy, timeout=120_000)
+    first_answer = window.chat_view.messages.cards()[1].message
+    assert first_answer.status == MessageStatus.COMPLETE and first_answer.text
+
+    # Turn 2 is killed with SIGKILL as soon as its first token streams in.
+    first_pid = client.engine_pid()
+    killed: list[int] = []
+
+    def kill_on_first_delta(job_id: str, text: str) -> None:
+        if not killed:
+            killed.append(client.engine_pid() or 0)
+            os.kill(killed[0], signal.SIGKILL)
+
+    client.delta_received.connect(kill_on_first_delta)
+    with qtbot.waitSignal(client.engine_died, timeout=120_000):
+        window.send_message("Describe it in detail, please.")
+    client.delta_received.disconnect(kill_on_first_delta)
+    assert killed == [first_pid]
+
+    banner = window.chat_view.engine_banner
+    assert banner.isVisible() and "restarting" in banner.label.text().lower()
+    qtbot.waitUntil(client.is_ready, timeout=120_000)
+    assert client.engine_pid() not in (None, first_pid)
+
+    cards = window.chat_view.messages.cards()
+    assert [c.message.role for c in cards] == ["user", "assistant", "user", "assistant"]
+    assert cards[0].thumbnails is not None
+    assert cards[1].message.text == first_answer.text
+    assert cards[2].body.toPlainText() == "Describe it in detail, please."
+    interrupted = cards[3]
+    assert interrupted.message.status == MessageStatus.INTERRUPTED
+    assert interrupted.retry_button.isVisible()
+
+    saved = Storage(paths.database_path())  # what a restarted app would read
+    conversation = saved.conversations()[0]
+    stored = saved.messages(conversation.id)
+    saved.close()
+    assert [(m.role, m.status) for m in stored] == [
+        ("user", MessageStatus.COMPLETE),
+        ("assistant", MessageStatus.COMPLETE),
+        ("user", MessageStatus.COMPLETE),
+        ("assistant", MessageStatus.INTERRUPTED),
+    ]
+    assert stored[0].attachments[0].path.is_file()
+    assert stored[2].text == "Describe it in detail, please."
+
+    # Retry: the new engine loads the model again and answers the same conversation.
+    qtbot.mouseClick(interrupted.retry_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: interrupted.message.status == MessageStatus.COMPLETE, timeout=120_000)
+    assert interrupted.message.text
+    assert "nf4" in interrupted.provenance.text()
+    shots = Path(os.environ.get("VISIONDESK_SCREENSHOT_DIR", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    assert window.grab().save(str(shots / "e2e-after-restart.png"))
 
 
 def test_an_edit_answers_as_a_fresh_conversation_would_with_the_real_engine(
-    qtbot, settings, tiny_model, tmp_path: Path
+    qtbot, real_window: MainWindow, tmp_path: Path
 ) -> None:
     """The engine keeps the last conversation's cache; an edited first message must not be
     answered from what the replaced turns left in it (greedy: the answers are equal)."""
-    model = str(tiny_model("llava"))
-    storage = Storage(paths.database_path())
-    client = EngineClient(restart_delay_ms=100, log_path=tmp_path / "engine.log")
-    window = MainWindow(storage, client, ModelCatalog(settings), settings=settings)
-    qtbot.addWidget(window)
-    window.set_model_choice(ModelChoice(model, "nf4", "cpu"))
-    window.show()
-    client.start()
-    try:
-        qtbot.waitUntil(client.is_ready, timeout=120_000)
-        image = make_image(tmp_path / "chart.png", "#16a34a", (160, 100))
+    window = real_window
+    image = make_image(tmp_path / "chart.png", "#16a34a", (160, 100))
 
-        def answer(text: str, attachments: list[Path] | None = None) -> str:
-            assert window.send_message(text, attachments)
-            qtbot.waitUntil(lambda: not window.session.busy, timeout=120_000)
-            last = window.session.messages[-1]
-            assert last.status == MessageStatus.COMPLETE, last.error_message
-            return last.text
-
-        answer("What is in this picture?", [image])
-        answer("Describe it in detail, please.")
-        assert window.edit_message(window.session.messages[0].id)
-        window.chat_view.composer.edit.setPlainText("Which colour is it?")
-        window.chat_view.composer.send_button.click()
+    def answer(text: str, attachments: list[Path] | None = None) -> str:
+        assert window.send_message(text, attachments)
         qtbot.waitUntil(lambda: not window.session.busy, timeout=120_000)
-        edited = window.session.messages
-        assert [m.text for m in edited if m.role == "user"] == ["Which colour is it?"]
-        assert edited[-1].status == MessageStatus.COMPLETE
-        # The picture and the template before the edited words were reused; the words were not.
-        reused = edited[-1].provenance
-        assert 0 < reused["cached_tokens"] < reused["prompt_tokens"]
+        last = window.session.messages[-1]
+        assert last.status == MessageStatus.COMPLETE, last.error_message
+        return last.text
 
-        window.session.new_conversation()
-        fresh = answer("Which colour is it?", [image])
-        assert fresh == edited[-1].text
+    answer("What is in this picture?", [image])
+    answer("Describe it in detail, please.")
+    assert window.edit_message(window.session.messages[0].id)
+    window.chat_view.composer.edit.setPlainText("Which colour is it?")
+    window.chat_view.composer.send_button.click()
+    qtbot.waitUntil(lambda: not window.session.busy, timeout=120_000)
+    edited = window.session.messages
+    assert [m.text for m in edited if m.role == "user"] == ["Which colour is it?"]
+    assert edited[-1].status == MessageStatus.COMPLETE
+    # The picture and the template before the edited words were reused; the words were not.
+    reused = edited[-1].provenance
+    assert 0 < reused["cached_tokens"] < reused["prompt_tokens"]
 
-        # Unload gives the model's memory back; the status bar says so and the next question
-        # loads it again.
-        bar = window.status_bar
-        qtbot.waitUntil(lambda: bar.unload_button.isVisible(), timeout=30_000)
-        assert "nf4" in bar.model.text()
-        bar.unload_button.click()
-        qtbot.waitUntil(lambda: window.engine_status.loaded is None, timeout=30_000)
-        assert bar.model.text() == "No model loaded" and not bar.unload_button.isVisible()
-        window.session.new_conversation()
-        assert answer("Which colour is it?", [image]) == fresh
-        qtbot.waitUntil(lambda: window.engine_status.loaded is not None, timeout=30_000)
-    finally:
-        client.stop()
-        storage.close()
+    window.session.new_conversation()
+    fresh = answer("Which colour is it?", [image])
+    assert fresh == edited[-1].text
+
+    # Unload gives the model's memory back; the status bar says so and the next question
+    # loads it again.
+    bar = window.status_bar
+    qtbot.waitUntil(lambda: bar.unload_button.isVisible(), timeout=30_000)
+    assert "nf4" in bar.model.text()
+    bar.unload_button.click()
+    qtbot.waitUntil(lambda: window.engine_status.loaded is None, timeout=30_000)
+    assert bar.model.text() == "No model loaded" and not bar.unload_button.isVisible()
+    window.session.new_conversation()
+    assert answer("Which colour is it?", [image]) == fresh
+    qtbot.waitUntil(lambda: window.engine_status.loaded is not None, timeout=30_000)
