@@ -26,6 +26,19 @@ def is_image_file(path: Path) -> bool:
     return Path(path).is_file() and QImageReader(str(path)).canRead()
 
 
+def attachment_problem(path: Path) -> str:
+    """Why a file cannot go with a chat message, in a few words; "" if it can."""
+    path = Path(path)
+    if not is_image_file(path):
+        return "not an image"
+    size = QImageReader(str(path)).size()  # read from the header, without decoding
+    if size.width() * size.height() > p.MAX_IMAGE_PIXELS:
+        return f"{size.width()}×{size.height()} pixels, more than a picture can sensibly have"
+    if path.stat().st_size > p.MAX_FILE_BYTES:
+        return f"{path.stat().st_size / 2**20:.0f} MB, too large"
+    return ""
+
+
 def conversation_for_engine(messages: list[Message]) -> list[p.ChatMessage]:
     """The turns the model should see: failed answers are left out, and consecutive turns of
     one role are merged so that chat templates that insist on alternation accept them."""
@@ -137,15 +150,17 @@ class ChatSession(QObject):
 
     def attach_files(self, paths: list[Path]) -> list[Path]:
         """Copy images into the data folder and add them to the draft; returns the rejected."""
-        rejected = []
+        rejected: list[Path] = []
+        problems: list[str] = []
         for path in map(Path, paths):
-            if not is_image_file(path):
+            problem = attachment_problem(path)
+            if problem:
                 rejected.append(path)
+                problems.append(f"{path.name} ({problem})")
                 continue
             self.draft_attachments.append(self._storage.import_attachment(path))
         if rejected:
-            names = ", ".join(p.name for p in rejected)
-            self.notice.emit(f"Only images can be attached to a chat; skipped {names}.")
+            self.notice.emit(f"Not attached: {', '.join(problems)}.")
         if len(rejected) < len(paths):
             self.draft_changed.emit()
         return rejected

@@ -8,13 +8,15 @@ from typing import TYPE_CHECKING
 
 from engine.errors import BadInput
 
+# The pixel limit is larger than any real scan at 600 DPI (A3 ≈ 7016 × 9921 ≈ 70 MP) but far
+# below what a crafted "decompression bomb" claims; Pillow's own default warns at 89 MP and
+# refuses at 179 MP. Both limits live in the protocol, where the window reads them too.
+from engine.protocol.base import MAX_FILE_BYTES, MAX_IMAGE_PIXELS
+
 if TYPE_CHECKING:
     from PIL import Image
 
-# Larger than any real scan at 600 DPI (A3 ≈ 7016 × 9921 ≈ 70 MP) but far below what a crafted
-# "decompression bomb" claims; Pillow's own default warns at 89 MP and refuses at 179 MP.
-MAX_IMAGE_PIXELS = 120_000_000
-MAX_FILE_BYTES = 512 * 1024 * 1024
+__all__ = ["IMAGE_SUFFIXES", "MAX_FILE_BYTES", "MAX_IMAGE_PIXELS", "load_image"]
 
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".jfif"}

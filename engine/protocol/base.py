@@ -13,6 +13,10 @@ import msgspec
 
 PROTOCOL_VERSION = 1
 ENGINE_VERSION = "0.1.0"
+# Pictures the engine opens at all: more pixels than this is how a decompression bomb looks,
+# a bigger file than this no document or photo needs. The window checks attachments by them.
+MAX_IMAGE_PIXELS = 120_000_000
+MAX_FILE_BYTES = 512 * 1024 * 1024
 
 FinishReason = Literal["done", "length", "cancelled", "error"]
 Quantization = Literal["nf4", "int8", "none", "auto"]

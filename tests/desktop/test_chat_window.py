@@ -74,6 +74,36 @@ def test_dropping_a_file_that_is_not_an_image_explains_why_it_was_skipped(
     assert "notes.txt" in window.chat_view.notice.label.text()
 
 
+def test_a_picture_claiming_too_many_pixels_is_not_attached(
+    qtbot, make_window, tmp_path: Path
+) -> None:
+    import struct
+    import zlib
+
+    window = make_window(start=False)
+
+    # A PNG whose header claims 30000 × 30000 pixels (a decompression bomb's trick): only the
+    # header is read, so nothing of that size is ever decoded.
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    bomb = tmp_path / "huge.png"
+    bomb.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 100))
+        + chunk(b"IEND", b"")
+    )
+    fine = make_image(tmp_path / "fine.png")
+    drop_files(qtbot, window.chat_view, [bomb, fine])
+    assert [a.name for a in window.session.draft_attachments] == ["fine.png"]
+    notice = window.chat_view.notice.label.text()
+    assert "huge.png (30000×30000 pixels" in notice and "fine.png" not in notice
+    assert not any(window.storage.attachments_dir.glob("*huge*"))
+
+
 def test_a_pasted_image_is_written_to_a_png_and_attached(qtbot, make_window) -> None:
     window = make_window(start=False)
     image = QImage(40, 30, QImage.Format.Format_RGB32)
