@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, Slot
+from PySide6.QtCore import QSettings, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QImage, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 
 from desktop import paths
 from desktop.conversation_export import export_markdown
-from desktop.engine_client import EngineClient, EngineExit
+from desktop.engine_client import EngineClient, EngineExit, EnginePhase
 from desktop.settings_store import CloudSettings, KeyStore
 from desktop.state import ChatSession, EngineStatusModel, ModelCatalog, ModelChoice
 from desktop.storage import MessageStatus, Storage
@@ -129,6 +129,9 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
         self.add_page("chat", "Chat", self.splitter, "Chat about images (Ctrl+1)")
         self.cloud_settings = CloudSettings(self.settings)
+        # Frees the model's memory once it has been idle this long (Settings; off by default).
+        self.idle_unload = QTimer(self, singleShot=True)
+        self.idle_unload.timeout.connect(self._on_idle_unload_timeout)
         self._apply_engine_settings()
         self.settings_view = SettingsView(self.cloud_settings, KeyStore())
         self.session.routing = self.cloud_settings.routing_fields
@@ -440,6 +443,7 @@ class MainWindow(QMainWindow):
     @Slot()
     def _on_engine_status_changed(self) -> None:
         self.status_bar.show_status(self.engine_status)
+        self._arm_idle_unload()
         if self.engine_status.devices:
             self.model_picker.set_cuda_available(self.engine_status.has_cuda())
 
@@ -459,8 +463,34 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def _apply_engine_settings(self) -> None:
-        """Settings the engine reads at start-up reach its next start."""
+        """Settings the engine reads at start-up reach its next start; the idle time at once."""
         self.client.set_environment(self.cloud_settings.engine_environment())
+        self.idle_unload.setInterval(self.cloud_settings.idle_unload_minutes * 60_000)
+        self.idle_unload.stop()
+        self._arm_idle_unload()
+
+    def _model_idle(self) -> bool:
+        status = getattr(self, "engine_status", None)
+        return (
+            status is not None
+            and status.phase == EnginePhase.READY
+            and status.engine_state == "idle"
+            and status.loaded is not None
+            and not self.session.busy
+        )
+
+    def _arm_idle_unload(self) -> None:
+        """Count down while the model sits idle; anything it does stops the count."""
+        if self.idle_unload.interval() > 0 and self._model_idle():
+            if not self.idle_unload.isActive():
+                self.idle_unload.start()
+        else:
+            self.idle_unload.stop()
+
+    @Slot()
+    def _on_idle_unload_timeout(self) -> None:
+        if self._model_idle():
+            self.unload_model()
 
     @Slot(str, str)
     def _on_session_cloud_consent_needed(self, message_id: str, sentence: str) -> None:

@@ -59,6 +59,18 @@ DECODING_CHOICES = {
     "auto": "Fast on NVIDIA GPUs (recommended)",
     "generate": "transformers' generate (troubleshooting)",
 }
+IDLE_UNLOAD = Setting(
+    "engine/idle_unload_minutes",
+    "0",
+    "Give the GPU memory back once the model has had nothing to do for this long (for games or "
+    "other apps); the next question loads it again, which takes a few seconds.",
+)
+IDLE_UNLOAD_CHOICES = {
+    "0": "Never (keep the model loaded)",
+    "5": "After 5 minutes idle",
+    "15": "After 15 minutes idle",
+    "60": "After an hour idle",
+}
 
 # How chat answers are written (local models and cloud alike).
 ANSWER_TOKENS = Setting(
@@ -136,6 +148,11 @@ class CloudSettings:
     @property
     def system_prompt(self) -> str:
         return self.get(SYSTEM_PROMPT).strip()
+
+    @property
+    def idle_unload_minutes(self) -> int:
+        choice = self.get(IDLE_UNLOAD)
+        return int(choice) if choice in IDLE_UNLOAD_CHOICES else 0
 
     def engine_environment(self) -> dict[str, str]:
         """Variables the engine process is started with."""

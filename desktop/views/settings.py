@@ -31,6 +31,8 @@ from desktop.settings_store import (
     COMPANIES,
     DECODING,
     DECODING_CHOICES,
+    IDLE_UNLOAD,
+    IDLE_UNLOAD_CHOICES,
     POLICY,
     PROVIDER_MODELS,
     REMOTE_MODEL,
@@ -223,6 +225,13 @@ class SettingsView(QWidget):
         note.setObjectName("hint")
         form.addRow("", note)
         self.decoding_combo.currentIndexChanged.connect(self._on_decoding_changed)
+        self.idle_combo = QComboBox()
+        self.idle_combo.setObjectName("idleUnloadCombo")
+        self.idle_combo.setToolTip(IDLE_UNLOAD.description)
+        for choice, label in IDLE_UNLOAD_CHOICES.items():
+            self.idle_combo.addItem(label, choice)
+        form.addRow("Free the memory", self.idle_combo)
+        self.idle_combo.currentIndexChanged.connect(self._on_idle_changed)
         return box
 
     def _add_box(self, box: ProviderBox, layout: QVBoxLayout) -> None:
@@ -249,6 +258,9 @@ class SettingsView(QWidget):
         self.system_edit.setPlainText(self.settings.get(SYSTEM_PROMPT))
         self._loading = False
         self.decoding_combo.setCurrentIndex(self.decoding_combo.findData(self.settings.decoding))
+        self.idle_combo.setCurrentIndex(
+            self.idle_combo.findData(str(self.settings.idle_unload_minutes))
+        )
         self.policy_combo.setCurrentIndex(self.policy_combo.findData(self.settings.policy))
         self.provider_combo.setCurrentIndex(self.provider_combo.findData(self.settings.provider))
         for provider, box in self.boxes.items():
@@ -333,6 +345,11 @@ class SettingsView(QWidget):
     @Slot(int)
     def _on_decoding_changed(self, index: int) -> None:
         self.settings.set(DECODING, str(self.decoding_combo.itemData(index)))
+        self._changed()
+
+    @Slot(int)
+    def _on_idle_changed(self, index: int) -> None:
+        self.settings.set(IDLE_UNLOAD, str(self.idle_combo.itemData(index)))
         self._changed()
 
     @Slot(int)

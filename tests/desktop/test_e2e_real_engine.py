@@ -145,3 +145,11 @@ def test_an_edit_answers_as_a_fresh_conversation_would_with_the_real_engine(
     window.session.new_conversation()
     assert answer("Which colour is it?", [image]) == fresh
     qtbot.waitUntil(lambda: window.engine_status.loaded is not None, timeout=30_000)
+
+    # "Free the memory after … idle" does the same by itself once the model sits idle.
+    combo = window.settings_view.idle_combo
+    combo.setCurrentIndex(combo.findData("5"))
+    assert window.idle_unload.interval() == 5 * 60_000 and window.idle_unload.isActive()
+    window.idle_unload.setInterval(200)  # five minutes, shortened for the test
+    qtbot.waitUntil(lambda: window.engine_status.loaded is None, timeout=30_000)
+    assert not window.idle_unload.isActive()

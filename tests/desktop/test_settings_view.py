@@ -235,3 +235,13 @@ def test_a_chat_carries_the_answer_settings_and_the_instructions_first(
     ]
     stored = window.storage.messages(window.session.conversation_id)
     assert [m.role for m in stored] == ["user", "assistant"]  # instructions are not history
+
+
+def test_the_idle_unload_choice_persists(qtbot, qsettings, keys, view) -> None:
+    assert view.settings.idle_unload_minutes == 0  # off unless asked for
+    view.idle_combo.setCurrentIndex(view.idle_combo.findData("15"))
+    again = SettingsView(CloudSettings(qsettings), keys)
+    qtbot.addWidget(again)
+    assert again.idle_combo.currentData() == "15" and again.settings.idle_unload_minutes == 15
+    qsettings.setValue("engine/idle_unload_minutes", "7")  # not a choice offered: off
+    assert again.settings.idle_unload_minutes == 0
