@@ -139,12 +139,9 @@ class MainWindow(QMainWindow):
         self.session.system_prompt = lambda: self.cloud_settings.system_prompt
         self.status_bar = EngineStatusBar()
         self.setStatusBar(self.status_bar)
-        self.new_action = self._action(
-            "New chat", QKeySequence.StandardKey.New, self.session.new_conversation
-        )
-        self.attach_action = self._action(
-            "Attach images…", QKeySequence.StandardKey.Open, self.choose_attachments
-        )
+        self.new_action = self._action("New chat", QKeySequence.StandardKey.New, self.new_chat)
+        self.attach_action = self._action("Open…", QKeySequence.StandardKey.Open, self.open_files)
+        self.find_action = self._action("Find", QKeySequence.StandardKey.Find, self.focus_find)
         self.stop_action = self._action(
             "Stop", QKeySequence(Qt.Key.Key_Escape), self.stop_or_cancel
         )
@@ -301,6 +298,35 @@ class MainWindow(QMainWindow):
         return True
 
     @Slot()
+    def new_chat(self) -> None:
+        self.show_page("chat")
+        self.session.new_conversation()
+
+    @Slot()
+    def open_files(self) -> None:
+        """Ctrl+O: documents to read on the Extract page, pictures to attach elsewhere."""
+        if self.current_page() == "extract":
+            self.extract_view.choose_files()
+        else:
+            self.show_page("chat")
+            self.choose_attachments()
+
+    @Slot()
+    def focus_find(self) -> None:
+        """Ctrl+F: the find box of the page on screen."""
+        boxes = {
+            "chat": self.conversation_list.filter,
+            "search": self.search_view.query_edit,
+            "models": self.models_view.find_edit,
+        }
+        box = boxes.get(self.current_page())
+        if box is not None:
+            if self.current_page() == "models":
+                self.models_view.tabs.setCurrentIndex(0)
+            box.setFocus()
+            box.selectAll()
+
+    @Slot()
     def unload_model(self) -> None:
         """Give the model's memory back (to a game, another app); the next question reloads it."""
         self.run_side_job(
@@ -316,7 +342,9 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def stop_or_cancel(self) -> None:
-        """Esc: stop the answer being written, or else leave an edit unsent."""
+        """Esc on the Chat page: stop the answer being written, or else leave an edit unsent."""
+        if self.current_page() != "chat":
+            return
         if self.session.busy:
             self.session.stop()
         else:

@@ -284,3 +284,30 @@ def test_the_footer_says_how_much_of_a_follow_up_was_reused() -> None:
         "first token 1.5 s",
         "599 of 638 prompt tokens reused",
     ]
+
+
+def test_shortcuts_act_on_the_page_on_screen(qtbot, make_window, monkeypatch) -> None:
+    window = make_window("--delay", "0.05")
+    opened: list[str] = []
+    monkeypatch.setattr(window.extract_view, "choose_files", lambda: opened.append("extract"))
+    monkeypatch.setattr(window, "choose_attachments", lambda: opened.append("chat"))
+    window.show_page("extract")
+    window.attach_action.trigger()  # Ctrl+O on Extract: documents to read
+    assert opened == ["extract"] and window.current_page() == "extract"
+    window.show_page("models")
+    window.attach_action.trigger()  # elsewhere: pictures for the chat
+    assert opened == ["extract", "chat"] and window.current_page() == "chat"
+
+    window.send_message("Describe the picture")
+    window.show_page("search")
+    window.stop_action.trigger()  # Esc on another page leaves the answer alone
+    assert window.session.busy
+    window.find_action.trigger()  # Ctrl+F: that page's find box
+    assert window.search_view.query_edit.hasFocus()
+    window.new_action.trigger()  # Ctrl+N from anywhere: a new chat, on screen
+    assert window.current_page() == "chat" and window.session.conversation_id == ""
+    window.find_action.trigger()
+    assert window.conversation_list.filter.hasFocus()
+    qtbot.waitUntil(lambda: not window.session.busy, timeout=10_000)
+    stored = window.storage.messages(window.storage.conversations()[0].id)
+    assert stored[-1].status == MessageStatus.COMPLETE  # never stopped
