@@ -233,7 +233,9 @@ class ChatSession(QObject):
             return False
         if not self._can_start():
             return False
+        kept: list[Attachment] = []  # a sent edit gives the draft back its earlier pictures
         if self.editing is not None:
+            kept = self._draft_before_edit
             self._replace_from(self.editing)
         if not self.conversation_id:
             title = text.splitlines()[0] if text else "Image"
@@ -244,7 +246,7 @@ class ChatSession(QObject):
         answer = self._storage.add_message(
             self.conversation_id, "assistant", "", status=MessageStatus.PENDING
         )
-        self.draft_attachments = []
+        self.draft_attachments = kept
         self.draft_changed.emit()
         for message in (user, answer):
             self.messages.append(message)

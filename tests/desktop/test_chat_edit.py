@@ -27,6 +27,7 @@ def test_an_edited_message_replaces_itself_and_everything_after_it(
     assert len(cards) == 4 and cards[0].edit_button.isVisible()
     edit = window.chat_view.composer.edit
     qtbot.keyClicks(edit, "a draft I was writing")
+    window.session.attach_files([make_image(tmp_path / "next.png", "#16a34a")])
 
     qtbot.mouseClick(cards[0].edit_button, Qt.MouseButton.LeftButton)
     assert edit.toPlainText() == "What is this?"
@@ -57,6 +58,8 @@ def test_an_edited_message_replaces_itself_and_everything_after_it(
         p.ChatMessage("user", "What is this chart about?", [picture])
     ]
     assert edit.toPlainText() == "a draft I was writing"  # the draft comes back
+    assert [a.name for a in window.session.draft_attachments] == ["next.png"]
+    assert len(window.chat_view.composer.chips()) == 1
     assert not bar.isVisible() and window.session.editing is None
     assert not any(card.property("editing") for card in window.chat_view.messages.cards())
 
