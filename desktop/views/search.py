@@ -339,6 +339,7 @@ class SearchView(QWidget):
         editor = self.model_box.lineEdit()
         if editor is not None:
             editor.setPlaceholderText("CLIP or SigLIP folder / repo id")
+        self.model_box.currentTextChanged.connect(self.model_box.setToolTip)  # a long path whole
         header.addWidget(self.model_box)
         self.add_folder_button = QPushButton("Add folder…")
         self.add_folder_button.clicked.connect(self._on_add_folder_clicked)
