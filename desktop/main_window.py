@@ -39,6 +39,7 @@ from desktop.views.search import SearchView
 from desktop.views.settings import SettingsView
 from desktop.views.status_bar import EngineStatusBar
 from engine import protocol as p
+from engine.protocol.wording import counted
 
 _IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.gif *.tif *.tiff);;All files (*)"
 
@@ -202,6 +203,8 @@ class MainWindow(QMainWindow):
         session.notice.connect(view.show_notice)
         session.cloud_consent_needed.connect(self._on_session_cloud_consent_needed)
         session.editing_changed.connect(self._on_session_editing_changed)
+        session.edit_undoable.connect(self._on_session_edit_undoable)
+        view.notice.action_clicked.connect(self._on_notice_undo_clicked)  # its only action
         view.send_requested.connect(self._on_view_send_requested)
         view.stop_requested.connect(self.stop_or_cancel)
         view.retry_requested.connect(self._on_view_retry_requested)
@@ -355,6 +358,8 @@ class MainWindow(QMainWindow):
         sent = self.session.send(text)
         if sent and not editing:  # a sent edit gives the composer back its earlier draft
             self.chat_view.clear_composer()
+            if self.chat_view.notice.action.isVisible():  # an earlier edit can no longer be undone
+                self.chat_view.notice.hide()
         return sent
 
     @Slot()
@@ -388,6 +393,20 @@ class MainWindow(QMainWindow):
         sent = [m for m in self.session.messages if m.role == "user"]
         if sent:
             self.edit_message(sent[-1].id)
+
+    @Slot(int)
+    def _on_session_edit_undoable(self, replaced: int) -> None:
+        self.chat_view.notice.show_message(
+            f"Your edit replaced {counted(replaced, 'message')}.",
+            "info",
+            action="Undo",
+            hide_after_ms=20_000,
+        )
+
+    @Slot()
+    def _on_notice_undo_clicked(self) -> None:
+        self.chat_view.notice.hide()
+        self.session.undo_edit()
 
     @Slot(object)
     def _on_session_editing_changed(self, message: object) -> None:

@@ -218,6 +218,27 @@ class Storage:
             ),
         )
 
+    def restore_messages(self, messages: list[Message]) -> None:
+        """Put deleted messages back as they were: ids, places, texts, statuses, pictures."""
+        with self._transaction():
+            for message in messages:
+                self._db.execute(
+                    "INSERT INTO messages (id, conversation_id, position, role, text, status,"
+                    " error_code, error_message, provenance, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        message.id, message.conversation_id, message.position, message.role,
+                        message.text, message.status, message.error_code, message.error_message,
+                        json.dumps(message.provenance), message.created_at,
+                    ),
+                )  # fmt: skip
+                for index, attachment in enumerate(message.attachments):
+                    self._db.execute(
+                        "INSERT INTO message_attachments (message_id, position, sha256, name)"
+                        " VALUES (?, ?, ?, ?)",
+                        (message.id, index, attachment.sha256, attachment.name),
+                    )
+
     def delete_messages_from(self, conversation_id: str, position: int) -> int:
         """Delete the message at ``position`` and every later one (an edit replaces them)."""
         cursor = self._db.execute(

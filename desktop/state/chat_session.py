@@ -67,6 +67,7 @@ class ChatSession(QObject):
     activity_changed = Signal(str, str)  # message id, what the engine is doing ("Loading model…")
     draft_changed = Signal()
     editing_changed = Signal(object)  # the sent user message being edited, or None
+    edit_undoable = Signal(int)  # a sent edit replaced this many messages; undo_edit() restores
     busy_changed = Signal(bool)
     notice = Signal(str)  # a sentence for the user that is not part of any answer
     # "Local, then ask before cloud": the local model could not answer; message id, sentence.
@@ -89,6 +90,7 @@ class ChatSession(QObject):
         # A sent message taken back into the draft: sending replaces it and all after it.
         self.editing: Message | None = None
         self._draft_before_edit: list[Attachment] = []
+        self._replaced: list[Message] = []  # what the last sent edit replaced, for undo_edit()
         self.model_choice = ModelChoice()
         # Routing fields of each chat (backend, policy, never_send…); set by the window from
         # the Settings. Empty means the engine's default: local only.
@@ -137,6 +139,8 @@ class ChatSession(QObject):
 
     def _open(self, conversation_id: str, messages: list[Message]) -> None:
         self.cancel_edit()
+        if conversation_id != self.conversation_id:
+            self._replaced = []
         self.conversation_id = conversation_id
         self.messages = messages
         self.conversation_opened.emit(conversation_id)
@@ -210,6 +214,24 @@ class ChatSession(QObject):
         self.draft_changed.emit()
         self.editing_changed.emit(None)
 
+    def undo_edit(self) -> bool:
+        """Bring back what the last sent edit replaced; the edit and its answer go (a running
+        answer is stopped first)."""
+        replaced, self._replaced = self._replaced, []
+        if not replaced or replaced[0].conversation_id != self.conversation_id:
+            return False
+        for job_id, message in list(self._jobs.items()):
+            if message.conversation_id == self.conversation_id:
+                self._jobs.pop(job_id)
+                self._client.cancel(job_id)
+        self.busy_changed.emit(self.busy)
+        first = replaced[0].position
+        self._storage.delete_messages_from(self.conversation_id, first)
+        self._storage.restore_messages(replaced)
+        self.messages = [m for m in self.messages if m.position < first] + replaced
+        self.conversation_opened.emit(self.conversation_id)
+        return True
+
     def later_messages(self, message_id: str) -> int:
         """How many messages follow this one (what an edit of it would replace)."""
         ids = [m.id for m in self.messages]
@@ -234,6 +256,7 @@ class ChatSession(QObject):
         if not self._can_start():
             return False
         kept: list[Attachment] = []  # a sent edit gives the draft back its earlier pictures
+        self._replaced = []  # once more is said, an earlier edit stays
         if self.editing is not None:
             kept = self._draft_before_edit
             self._replace_from(self.editing)
@@ -304,10 +327,12 @@ class ChatSession(QObject):
         """Delete ``message`` and all after it, in storage and on screen (an edit is sent)."""
         index = self.messages.index(message)
         self._storage.delete_messages_from(self.conversation_id, message.position)
+        self._replaced = self.messages[index:]
         self.messages = self.messages[:index]
         self.editing, self._draft_before_edit = None, []
         self.editing_changed.emit(None)
         self.conversation_opened.emit(self.conversation_id)
+        self.edit_undoable.emit(len(self._replaced))
 
     def _chat_fields(self, routing: dict[str, Any] | None) -> dict[str, Any]:
         """The Chat's routing fields (Settings, then this attempt's override) and adapter."""

@@ -64,6 +64,36 @@ def test_an_edited_message_replaces_itself_and_everything_after_it(
     assert not any(card.property("editing") for card in window.chat_view.messages.cards())
 
 
+def test_a_sent_edit_can_be_undone_and_the_replaced_turns_come_back(
+    qtbot, make_window, tmp_path: Path
+) -> None:
+    window = make_window("--delay", "0.02")
+    image = make_image(tmp_path / "chart.png")
+    ask(qtbot, window, "What is this?", [image])
+    ask(qtbot, window, "And the colour?")
+    before = window.storage.messages(window.session.conversation_id)
+    assert window.edit_message(before[2].id)
+    window.chat_view.composer.edit.setPlainText("And the shape?")
+    window.chat_view.composer.send_button.click()
+    notice = window.chat_view.notice
+    assert notice.isVisible() and "replaced 2 messages" in notice.label.text()
+    assert window.session.busy  # the edited question is being answered
+
+    qtbot.mouseClick(notice.action, Qt.MouseButton.LeftButton)  # Undo, mid-answer
+    assert not window.session.busy and not notice.isVisible()
+    restored = window.storage.messages(window.session.conversation_id)
+    assert [(m.id, m.text, m.status, m.position) for m in restored] == [
+        (m.id, m.text, m.status, m.position) for m in before
+    ]
+    assert restored[0].attachments == before[0].attachments
+    cards = window.chat_view.messages.cards()
+    assert [c.body.toPlainText() for c in cards][2] == "And the colour?" and len(cards) == 4
+    qtbot.waitUntil(cards[3].regenerate_button.isVisible, timeout=2000)
+    qtbot.wait(200)  # the stopped answer's end arrives and changes nothing
+    assert len(window.storage.messages(window.session.conversation_id)) == 4
+    assert not window.session.undo_edit()  # once only
+
+
 def test_escape_leaves_an_edit_unsent_and_the_conversation_as_it_was(
     qtbot, make_window, tmp_path: Path, command_log: Path
 ) -> None:
