@@ -136,3 +136,27 @@ def test_a_conversation_exports_to_markdown_with_its_pictures_beside_it(
         "chart.png",
     ]
     storage.close()
+
+
+def test_export_from_the_list_asks_where_and_says_where_it_went(
+    qtbot, make_window, monkeypatch, tmp_path: Path
+) -> None:
+    from PySide6.QtWidgets import QFileDialog
+
+    storage = Storage(paths.database_path())
+    fill(storage)
+    storage.close()
+    window = make_window(start=False)
+    offered: list[str] = []
+
+    def save_as(_parent, _title, suggested, _filter):
+        offered.append(suggested)
+        return str(tmp_path / "out" / "receipt.md"), "Markdown (*.md)"
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", save_as)
+    receipt = window.storage.conversations("hardware")[0]
+    window.conversation_list.export_requested.emit(receipt.id)
+    assert Path(offered[0]).name == "Receipt from the hardware store.md"
+    written = tmp_path / "out" / "receipt.md"
+    assert "What is the total?" in written.read_text(encoding="utf-8")
+    assert str(written) in window.chat_view.notice.label.text()
