@@ -1,4 +1,5 @@
-"""``visiondesk chat``: one question about images, answered through the engine, streamed."""
+"""``visiondesk chat``: a question about images, answered through the engine, streamed; or, with
+``--interactive`` (or no question), a conversation typed in the terminal."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+import msgspec
 
 from desktop.cli import backends, exit_codes
 from desktop.cli.engine_process import EngineGone, EngineProcess, new_job_id
@@ -15,7 +18,15 @@ from engine import protocol as p
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("chat", help="ask a model about one or more images")
-    parser.add_argument("prompt", help="the question or instruction")
+    parser.add_argument(
+        "prompt", nargs="?", default=None, help="the question (none: a conversation, as -i)"
+    )
+    parser.add_argument(
+        "-i",
+        "--interactive",
+        action="store_true",
+        help="a conversation: type questions; /image PATH attaches, /new starts over, /exit",
+    )
     parser.add_argument("--model", default=None, help="local model folder or Hugging Face repo id")
     parser.add_argument(
         "--adapter", default=None, metavar="DIR", help="a LoRA adapter trained with `finetune`"
@@ -54,13 +65,11 @@ def run(args: argparse.Namespace) -> int:
         return exit_codes.USAGE
     if model and Path(model).expanduser().exists():
         model = str(Path(model).expanduser().resolve())
-    messages = []
-    if args.system:
-        messages.append(p.ChatMessage(role="system", text=args.system))
-    messages.append(p.ChatMessage(role="user", text=args.prompt, images=images))
+    system = [p.ChatMessage(role="system", text=args.system)] if args.system else []
+    question = [p.ChatMessage(role="user", text=args.prompt or "", images=images)]
     command = p.Chat(
         job_id=new_job_id(),
-        messages=messages,
+        messages=system + question,
         model=model,
         quant=args.quant,
         device=args.device,
@@ -75,13 +84,73 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         with EngineProcess(data_dir() / "logs" / "engine.log", verbose=args.verbose) as engine:
-            return _stream(engine, command, as_json=args.json)
+            if args.interactive or args.prompt is None:
+                return _converse(engine, command, images, as_json=args.json)
+            return _stream(engine, command, as_json=args.json)[0]
     except EngineGone as exc:
         print(f"visiondesk: error: {exc}", file=sys.stderr)
         return exit_codes.FAILED
 
 
-def _stream(engine: EngineProcess, command: p.Chat, as_json: bool) -> int:
+HELP = (
+    "Type a question and press Enter. /image PATH attaches a picture to the next question, "
+    "/new starts over, /exit (or Ctrl-D) quits; Ctrl-C stops an answer."
+)
+
+
+def _converse(engine: EngineProcess, base: p.Chat, images: list[str], as_json: bool) -> int:
+    """Questions read line by line, each answered with the conversation so far: the engine
+    keeps it cached, so a follow-up about the same picture reads only its own words."""
+    system = [m for m in base.messages if m.role == "system"]
+    history: list[p.ChatMessage] = []
+    pending = list(images)  # pictures for the next question
+    first = base.messages[-1].text.strip()
+    interactive = sys.stdin.isatty()
+    if interactive and not as_json:
+        print(HELP, file=sys.stderr)
+    code = exit_codes.OK  # stays the first failure's, for scripts that pipe questions in
+    while True:
+        if first:
+            line, first = first, ""
+        else:
+            try:
+                line = input("> " if interactive else "").strip()
+            except (EOFError, KeyboardInterrupt):
+                return code
+        if not line:
+            continue
+        if line in ("/exit", "/quit"):
+            return code
+        if line == "/new":
+            history, pending = [], []
+            print("visiondesk: a new conversation", file=sys.stderr)
+            continue
+        if line.startswith("/image"):
+            path = Path(line.removeprefix("/image").strip()).expanduser().resolve()
+            if not path.is_file():
+                print(f"visiondesk: error: image not found: {path}", file=sys.stderr)
+                code = code or exit_codes.BAD_INPUT
+            else:
+                pending.append(str(path))
+                print(f"visiondesk: {path.name} goes with the next question", file=sys.stderr)
+            continue
+        if line.startswith("/"):
+            print(f"visiondesk: {HELP}", file=sys.stderr)
+            continue
+        question = p.ChatMessage(role="user", text=line, images=pending)
+        command = msgspec.structs.replace(
+            base, job_id=new_job_id(), messages=[*system, *history, question]
+        )
+        result, finished = _stream(engine, command, as_json)
+        code = code or result  # the exit code keeps the first failure
+        if finished is not None and finished.reason in ("done", "length"):
+            answer = str((finished.result or {}).get("text", ""))
+            history += [question, p.ChatMessage(role="assistant", text=answer)]
+            pending = []
+
+
+def _stream(engine: EngineProcess, command: p.Chat, as_json: bool) -> tuple[int, p.Finished | None]:
+    """Print one answer as it comes; the exit code and how the job ended (None if stopped)."""
     out = sys.stdout
     finished: p.Finished | None = None
     wrote_text = False
@@ -99,15 +168,15 @@ def _stream(engine: EngineProcess, command: p.Chat, as_json: bool) -> int:
             if isinstance(event, p.Finished):
                 finished = event
     except KeyboardInterrupt:
-        engine.send(p.Cancel(job_id=command.job_id))
+        engine.send(p.Cancel(job_id=command.job_id))  # its late events are skipped: run_job
         print("\nvisiondesk: cancelled", file=sys.stderr)
-        return exit_codes.INTERRUPTED
+        return exit_codes.INTERRUPTED, None
     assert finished is not None
     if wrote_text and not as_json:
         out.write("\n")
     if finished.reason == "error":
         print(f"visiondesk: error: {finished.message}", file=sys.stderr)
-        return exit_codes.for_error(finished.error_code)
+        return exit_codes.for_error(finished.error_code), finished
     if finished.reason == "length" and not as_json:
         print("visiondesk: stopped at --max-new-tokens", file=sys.stderr)
-    return exit_codes.OK
+    return exit_codes.OK, finished

@@ -54,6 +54,27 @@ def test_make_demo_names_the_families_it_knows_in_its_own_words(run_cli, tmp_pat
     assert not (tmp_path / "x").exists()
 
 
+def test_a_conversation_in_the_terminal_keeps_its_history_and_its_cache(
+    run_cli, tiny_model, picture
+) -> None:
+    typed = f"/image {picture}\nWhat is it?\nAnd its colour?\n/image /no/such.png\n/new\nHi\n"
+    result = run_cli(
+        "chat", "--model", str(tiny_model("llava")), "--quant", "nf4", "--device", "cpu",
+        "--max-new-tokens", "6", "--json", stdin=typed,
+    )  # fmt: skip
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    ends = [e for e in events if e["type"] == "finished"]
+    assert len(ends) == 3 and all(e["reason"] in ("done", "length") for e in ends)
+    first, follow_up, fresh = (e["result"] for e in ends)
+    # The follow-up is asked with the whole conversation, whose start the engine has cached.
+    assert follow_up["prompt_tokens"] > first["prompt_tokens"] + 3
+    assert follow_up["cached_tokens"] > 0 and first["cached_tokens"] == 0
+    assert fresh["prompt_tokens"] < first["prompt_tokens"]  # /new: no picture, no history
+    assert "any.png goes with the next question" in result.stderr
+    assert "image not found: /no/such.png" in result.stderr
+    assert result.returncode == 3  # the missing picture is remembered in the exit code
+
+
 def test_json_mode_prints_one_event_per_line(run_cli, tiny_model, picture) -> None:
     result = run_cli(
         "chat",
