@@ -41,7 +41,9 @@ from desktop.views.status_bar import EngineStatusBar
 from engine import protocol as p
 from engine.protocol.wording import counted
 
-_IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.gif *.tif *.tiff);;All files (*)"
+_IMAGE_FILTER = (
+    "Images and PDFs (*.png *.jpg *.jpeg *.webp *.bmp *.gif *.tif *.tiff *.pdf);;All files (*)"
+)
 
 
 def _scrolling(widget: QWidget, max_width: int = 920) -> QScrollArea:

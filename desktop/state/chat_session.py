@@ -11,15 +11,19 @@ from typing import Any
 from PySide6.QtCore import QObject, QTimer, Signal, Slot
 from PySide6.QtGui import QImage, QImageReader
 
+from desktop import paths
 from desktop.engine_client import EngineClient
 from desktop.state.model_catalog import ModelChoice
 from desktop.storage import Attachment, Conversation, Message, MessageStatus, Storage
 from engine import protocol as p
+from engine.protocol import extract as px
 from engine.protocol.cloud import CLOUD_ONLY, CONSENT_NEEDED
 
 log = logging.getLogger("visiondesk.chat")
 
 _TITLE_LENGTH = 48
+PDF_PAGES = 4  # a PDF dropped on the chat goes as pictures of its first pages
+PDF_LONG_SIDE = 1600  # pixels on a page's long side: small print stays legible
 
 
 def is_image_file(path: Path) -> bool:
@@ -100,6 +104,7 @@ class ChatSession(QObject):
         self.system_prompt: Callable[[], str] = str
         self.adapter: str | None = None  # a LoRA adapter folder applied over the chosen model
         self._jobs: dict[str, Message] = {}  # job id -> the assistant message it writes
+        self._renders: dict[str, Path] = {}  # job id -> a PDF whose pages are being rendered
         self._dirty: set[str] = set()
         self._repaint_timer = QTimer(self, singleShot=True, interval=repaint_interval_ms)
         self._repaint_timer.timeout.connect(self._on_repaint_timer_timeout)
@@ -157,6 +162,9 @@ class ChatSession(QObject):
         rejected: list[Path] = []
         problems: list[str] = []
         for path in map(Path, paths):
+            if path.suffix.lower() == ".pdf" and path.is_file():
+                self._attach_pdf(path)
+                continue
             problem = attachment_problem(path)
             if problem:
                 rejected.append(path)
@@ -168,6 +176,37 @@ class ChatSession(QObject):
         if len(rejected) < len(paths):
             self.draft_changed.emit()
         return rejected
+
+    def _attach_pdf(self, path: Path) -> None:
+        """Its first pages, rendered by the engine, join the draft as pictures."""
+        command = px.RenderPages(
+            job_id=f"pdf-{time.monotonic_ns():x}",
+            path=str(path),
+            out_dir=str(paths.cache_dir() / "pdf-pages"),
+            page_spec=f"1-{PDF_PAGES}",
+            max_long_side=PDF_LONG_SIDE,
+        )
+        self._renders[command.job_id] = path
+        self.notice.emit(f"Reading {path.name}…")
+        self._client.send(command)
+
+    def _on_pages_rendered(self, pdf: Path, finished: p.Finished) -> None:
+        if finished.reason != "done":
+            reason = finished.message or "it could not be read"
+            self.notice.emit(f"Not attached: {pdf.name} ({reason})")
+            return
+        result = finished.result or {}
+        pages = result.get("pages") or []
+        for page in pages:
+            name = f"{pdf.stem} p{page['page']}.png"
+            self.draft_attachments.append(
+                self._storage.import_attachment(Path(page["path"]), name=name)
+            )
+        total = int(result.get("page_count") or len(pages))
+        shown = "its page" if total == 1 else f"pages 1–{len(pages)} of {total}"
+        more = " (for every page, use the Extract page)" if total > len(pages) else ""
+        self.notice.emit(f"Attached {shown} from {pdf.name} as pictures{more}.")
+        self.draft_changed.emit()
 
     def attach_image(self, image: QImage, cache_dir: Path) -> None:
         """A pasted image: written to a PNG in the cache folder first, then imported."""
@@ -313,6 +352,10 @@ class ChatSession(QObject):
             self._client.cancel(job_id)
 
     def _can_start(self) -> bool:
+        if self._renders:
+            names = ", ".join(sorted({path.name for path in self._renders.values()}))
+            self.notice.emit(f"Wait a moment: the pages of {names} are being prepared.")
+            return False
         if self.busy:
             self.notice.emit("Wait for the current answer, or press Stop (Esc).")
             return False
@@ -384,6 +427,10 @@ class ChatSession(QObject):
 
     @Slot(object)
     def _on_client_job_finished(self, finished: p.Finished) -> None:
+        pdf = self._renders.pop(finished.job_id, None)
+        if pdf is not None:
+            self._on_pages_rendered(pdf, finished)
+            return
         message = self._jobs.pop(finished.job_id, None)
         if message is None:
             return

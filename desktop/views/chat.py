@@ -89,7 +89,7 @@ class EmptyState(QWidget):
             else "1. Pick a model in the toolbar, or choose “Add model folder…”"
         )
         self.steps.setText(
-            f"{first}<br/>2. Drop an image here, paste one, or press Ctrl+O<br/>"
+            f"{first}<br/>2. Drop an image or a PDF here, paste one, or press Ctrl+O<br/>"
             "3. Type a question and press Enter"
         )
 

@@ -233,7 +233,7 @@ def run_inspect(job: Job, command: px.InspectDocument, runtime: Runtime) -> dict
 
 def run_render_pages(job: Job, command: px.RenderPages, runtime: Runtime) -> dict[str, Any]:
     info = documents.inspect(command.path)
-    numbers = documents.select_pages(info, command.pages)
+    numbers = documents.select_pages(info, command.pages, spec=command.page_spec)
     folder = Path(command.out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     side = max(16, command.max_long_side)

@@ -154,7 +154,8 @@ class RenderPages(Command, tag="render_pages"):
     job_id: str
     path: str
     out_dir: str
-    pages: list[int] | None = None
+    pages: list[int] | None = None  # these pages, each of which must exist…
+    page_spec: str | None = None  # …or a range such as "1-4", clipped to the document
     max_long_side: int = 256
 
 

@@ -153,3 +153,33 @@ def test_an_edit_answers_as_a_fresh_conversation_would_with_the_real_engine(
     window.idle_unload.setInterval(200)  # five minutes, shortened for the test
     qtbot.waitUntil(lambda: window.engine_status.loaded is None, timeout=30_000)
     assert not window.idle_unload.isActive()
+
+
+def test_a_pdf_dropped_on_the_chat_goes_as_pictures_of_its_first_pages(
+    qtbot, real_window: MainWindow, tmp_path: Path
+) -> None:
+    from tests.engine.sample_documents import write_pdf
+
+    window, session = real_window, real_window.session
+    report = write_pdf(tmp_path / "report.pdf", [[f"Page {n} total {n * 7}"] for n in range(1, 7)])
+    session.attach_files([report])
+    assert not window.send_message("Too early")  # the pages are not there yet: wait
+    assert "being prepared" in window.chat_view.notice.label.text()
+    qtbot.waitUntil(lambda: len(session.draft_attachments) == 4, timeout=60_000)
+    assert [a.name for a in session.draft_attachments] == [f"report p{n}.png" for n in range(1, 5)]
+    notice = window.chat_view.notice.label.text()
+    assert "pages 1–4 of 6 from report.pdf" in notice and "Extract" in notice
+    assert len(window.chat_view.composer.chips()) == 4
+
+    assert window.send_message("What is the total on the last page?")
+    qtbot.waitUntil(lambda: not session.busy, timeout=120_000)
+    asked, answer = session.messages
+    assert answer.status == MessageStatus.COMPLETE, answer.error_message
+    assert [a.name for a in asked.attachments] == [f"report p{n}.png" for n in range(1, 5)]
+    assert all(a.path.is_file() and a.path.suffix == ".png" for a in asked.attachments)
+
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.4 nothing else")
+    session.attach_files([broken])
+    qtbot.waitUntil(lambda: "Not attached: broken.pdf" in window.chat_view.notice.label.text())
+    assert session.draft_attachments == []
