@@ -39,7 +39,6 @@ from desktop.views.search import SearchView
 from desktop.views.settings import SettingsView
 from desktop.views.status_bar import EngineStatusBar
 from engine import protocol as p
-from engine.protocol.wording import counted
 
 _IMAGE_FILTER = (
     "Images and PDFs (*.png *.jpg *.jpeg *.webp *.bmp *.gif *.tif *.tiff *.pdf);;All files (*)"
@@ -205,7 +204,7 @@ class MainWindow(QMainWindow):
         session.notice.connect(view.show_notice)
         session.cloud_consent_needed.connect(self._on_session_cloud_consent_needed)
         session.editing_changed.connect(self._on_session_editing_changed)
-        session.edit_undoable.connect(self._on_session_edit_undoable)
+        session.undoable.connect(self._on_session_undoable)
         view.notice.action_clicked.connect(self._on_notice_undo_clicked)  # its only action
         view.send_requested.connect(self._on_view_send_requested)
         view.stop_requested.connect(self.stop_or_cancel)
@@ -396,19 +395,14 @@ class MainWindow(QMainWindow):
         if sent:
             self.edit_message(sent[-1].id)
 
-    @Slot(int)
-    def _on_session_edit_undoable(self, replaced: int) -> None:
-        self.chat_view.notice.show_message(
-            f"Your edit replaced {counted(replaced, 'message')}.",
-            "info",
-            action="Undo",
-            hide_after_ms=20_000,
-        )
+    @Slot(str)
+    def _on_session_undoable(self, sentence: str) -> None:
+        self.chat_view.notice.show_message(sentence, "info", action="Undo", hide_after_ms=20_000)
 
     @Slot()
     def _on_notice_undo_clicked(self) -> None:
         self.chat_view.notice.hide()
-        self.session.undo_edit()
+        self.session.undo()
 
     @Slot(object)
     def _on_session_editing_changed(self, message: object) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from desktop.storage import Attachment, Conversation, Message, MessageStatus, St
 from engine import protocol as p
 from engine.protocol import extract as px
 from engine.protocol.cloud import CLOUD_ONLY, CONSENT_NEEDED
+from engine.protocol.wording import counted
 
 log = logging.getLogger("visiondesk.chat")
 
@@ -71,7 +73,9 @@ class ChatSession(QObject):
     activity_changed = Signal(str, str)  # message id, what the engine is doing ("Loading model…")
     draft_changed = Signal()
     editing_changed = Signal(object)  # the sent user message being edited, or None
-    edit_undoable = Signal(int)  # a sent edit replaced this many messages; undo_edit() restores
+    # A sentence saying what was just replaced (a sent edit, a regenerated answer); undo() brings
+    # it back, until the next message is sent.
+    undoable = Signal(str)
     busy_changed = Signal(bool)
     notice = Signal(str)  # a sentence for the user that is not part of any answer
     # "Local, then ask before cloud": the local model could not answer; message id, sentence.
@@ -94,7 +98,7 @@ class ChatSession(QObject):
         # A sent message taken back into the draft: sending replaces it and all after it.
         self.editing: Message | None = None
         self._draft_before_edit: list[Attachment] = []
-        self._replaced: list[Message] = []  # what the last sent edit replaced, for undo_edit()
+        self._replaced: list[Message] = []  # what the last edit or regenerate replaced: undo()
         self.model_choice = ModelChoice()
         # Routing fields of each chat (backend, policy, never_send…); set by the window from
         # the Settings. Empty means the engine's default: local only.
@@ -253,9 +257,9 @@ class ChatSession(QObject):
         self.draft_changed.emit()
         self.editing_changed.emit(None)
 
-    def undo_edit(self) -> bool:
-        """Bring back what the last sent edit replaced; the edit and its answer go (a running
-        answer is stopped first)."""
+    def undo(self) -> bool:
+        """Bring back what the last sent edit or regenerated answer replaced; what replaced it
+        goes (a running answer is stopped first)."""
         replaced, self._replaced = self._replaced, []
         if not replaced or replaced[0].conversation_id != self.conversation_id:
             return False
@@ -328,10 +332,17 @@ class ChatSession(QObject):
         return self._ask_again(answer, routing)
 
     def regenerate(self, message_id: str) -> bool:
-        """A new answer in place of the last one, to the same conversation."""
+        """A new answer in place of the last one, to the same conversation; undo() brings the
+        earlier one back."""
         if not self.can_regenerate(message_id):
             return False
-        return self._ask_again(self.messages[-1], None)
+        answer = self.messages[-1]
+        earlier = dataclasses.replace(answer, provenance=dict(answer.provenance))
+        if not self._ask_again(answer, None):
+            return False
+        self._replaced = [earlier]
+        self.undoable.emit("Asked again.")
+        return True
 
     def _ask_again(self, answer: Message, routing: dict[str, Any] | None) -> bool:
         if not self._can_start():
@@ -375,7 +386,7 @@ class ChatSession(QObject):
         self.editing, self._draft_before_edit = None, []
         self.editing_changed.emit(None)
         self.conversation_opened.emit(self.conversation_id)
-        self.edit_undoable.emit(len(self._replaced))
+        self.undoable.emit(f"Your edit replaced {counted(len(self._replaced), 'message')}.")
 
     def _chat_fields(self, routing: dict[str, Any] | None) -> dict[str, Any]:
         """The Chat's routing fields (Settings, then this attempt's override) and adapter."""

@@ -91,7 +91,7 @@ def test_a_sent_edit_can_be_undone_and_the_replaced_turns_come_back(
     qtbot.waitUntil(cards[3].regenerate_button.isVisible, timeout=2000)
     qtbot.wait(200)  # the stopped answer's end arrives and changes nothing
     assert len(window.storage.messages(window.session.conversation_id)) == 4
-    assert not window.session.undo_edit()  # once only
+    assert not window.session.undo()  # once only
 
 
 def test_escape_leaves_an_edit_unsent_and_the_conversation_as_it_was(
@@ -145,3 +145,20 @@ def test_regenerate_asks_again_for_the_last_answer_with_the_same_history(
     stored = window.storage.messages(window.session.conversation_id)
     assert [m.id for m in stored][-1] == last.id and len(stored) == 4
     assert stored[-1].status == MessageStatus.COMPLETE and stored[-1].text
+
+
+def test_undo_brings_back_the_answer_that_regenerate_replaced(qtbot, make_window) -> None:
+    window = make_window("--delay", "0.02")
+    ask(qtbot, window, "One")
+    before = window.storage.messages(window.session.conversation_id)
+    window.regenerate_action.trigger()
+    notice = window.chat_view.notice
+    assert window.session.busy and notice.isVisible() and notice.label.text() == "Asked again."
+    qtbot.mouseClick(notice.action, Qt.MouseButton.LeftButton)
+    assert not window.session.busy
+    after = window.storage.messages(window.session.conversation_id)
+    assert [(m.id, m.text, m.status, m.provenance) for m in after] == [
+        (m.id, m.text, m.status, m.provenance) for m in before
+    ]
+    card = window.chat_view.messages.cards()[-1]
+    assert card.body.toPlainText() and card.message.text == before[-1].text
