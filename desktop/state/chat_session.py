@@ -32,6 +32,12 @@ def is_image_file(path: Path) -> bool:
     return Path(path).is_file() and QImageReader(str(path)).canRead()
 
 
+def auto_title(text: str) -> str:
+    """A new conversation's name: its first question's first line, shortened."""
+    title = text.strip().splitlines()[0] if text.strip() else "Image"
+    return title if len(title) <= _TITLE_LENGTH else title[: _TITLE_LENGTH - 1] + "…"
+
+
 def attachment_problem(path: Path) -> str:
     """Why a file cannot go with a chat message, in a few words; "" if it can."""
     path = Path(path)
@@ -99,6 +105,7 @@ class ChatSession(QObject):
         self.editing: Message | None = None
         self._draft_before_edit: list[Attachment] = []
         self._replaced: list[Message] = []  # what the last edit or regenerate replaced: undo()
+        self._title_before = ""  # the conversation's name before that edit renamed it
         self.model_choice = ModelChoice()
         # Routing fields of each chat (backend, policy, never_send…); set by the window from
         # the Settings. Empty means the engine's default: local only.
@@ -271,6 +278,10 @@ class ChatSession(QObject):
         first = replaced[0].position
         self._storage.delete_messages_from(self.conversation_id, first)
         self._storage.restore_messages(replaced)
+        if self._title_before:
+            self._storage.rename_conversation(self.conversation_id, self._title_before)
+            self._title_before = ""
+            self.conversations_changed.emit()
         self.messages = [m for m in self.messages if m.position < first] + replaced
         self.conversation_opened.emit(self.conversation_id)
         return True
@@ -299,14 +310,13 @@ class ChatSession(QObject):
         if not self._can_start():
             return False
         kept: list[Attachment] = []  # a sent edit gives the draft back its earlier pictures
-        self._replaced = []  # once more is said, an earlier edit stays
+        self._replaced, self._title_before = [], ""  # once more is said, an earlier edit stays
         if self.editing is not None:
             kept = self._draft_before_edit
+            self._retitle(self.editing, text)
             self._replace_from(self.editing)
         if not self.conversation_id:
-            title = text.splitlines()[0] if text else "Image"
-            title = title if len(title) <= _TITLE_LENGTH else title[: _TITLE_LENGTH - 1] + "…"
-            self.conversation_id = self._storage.create_conversation(title).id
+            self.conversation_id = self._storage.create_conversation(auto_title(text)).id
             self.conversation_opened.emit(self.conversation_id)
         user = self._storage.add_message(self.conversation_id, "user", text, self.draft_attachments)
         answer = self._storage.add_message(
@@ -376,6 +386,16 @@ class ChatSession(QObject):
             )
             return False
         return True
+
+    def _retitle(self, edited: Message, text: str) -> None:
+        """A conversation named after its first question is renamed after the edited one (a
+        name the person chose stays)."""
+        conversation = self._storage.conversation(self.conversation_id)
+        if edited.position != 0 or conversation is None:
+            return
+        if conversation.title == auto_title(edited.text) != auto_title(text):
+            self._title_before = conversation.title
+            self._storage.rename_conversation(self.conversation_id, auto_title(text))
 
     def _replace_from(self, message: Message) -> None:
         """Delete ``message`` and all after it, in storage and on screen (an edit is sent)."""

@@ -57,6 +57,12 @@ def test_an_edited_message_replaces_itself_and_everything_after_it(
     assert chats(command_log)[-1].messages == [
         p.ChatMessage("user", "What is this chart about?", [picture])
     ]
+    # Named after its first question, the conversation now bears the edited one's name.
+    assert window.storage.conversation(window.session.conversation_id).title == (
+        "What is this chart about?"
+    )
+    assert window.windowTitle() == "What is this chart about? — VisionDesk"
+    assert window.conversation_list.list.item(0).text() == "What is this chart about?"
     assert edit.toPlainText() == "a draft I was writing"  # the draft comes back
     assert [a.name for a in window.session.draft_attachments] == ["next.png"]
     assert len(window.chat_view.composer.chips()) == 1
@@ -92,6 +98,29 @@ def test_a_sent_edit_can_be_undone_and_the_replaced_turns_come_back(
     qtbot.wait(200)  # the stopped answer's end arrives and changes nothing
     assert len(window.storage.messages(window.session.conversation_id)) == 4
     assert not window.session.undo()  # once only
+    # The second question was edited, not the first: the name never changed.
+    assert window.storage.conversation(window.session.conversation_id).title == "What is this?"
+
+
+def test_undo_gives_back_the_name_an_edit_of_the_first_question_changed(
+    qtbot, make_window
+) -> None:
+    window = make_window()
+    ask(qtbot, window, "First question")
+    conversation = window.session.conversation_id
+    assert window.edit_message(window.session.messages[0].id)
+    window.chat_view.composer.edit.setPlainText("A better question")
+    window.chat_view.composer.send_button.click()
+    assert window.storage.conversation(conversation).title == "A better question"
+    window.session.undo()
+    assert window.storage.conversation(conversation).title == "First question"
+    assert window.conversation_list.list.item(0).text() == "First question"
+    window.rename_conversation(conversation, "My own name")
+    qtbot.waitUntil(lambda: not window.session.busy, timeout=10_000)
+    assert window.edit_message(window.session.messages[0].id)
+    window.chat_view.composer.edit.setPlainText("Another question")
+    window.chat_view.composer.send_button.click()
+    assert window.storage.conversation(conversation).title == "My own name"  # chosen: kept
 
 
 def test_escape_leaves_an_edit_unsent_and_the_conversation_as_it_was(
