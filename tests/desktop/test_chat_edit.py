@@ -102,9 +102,7 @@ def test_a_sent_edit_can_be_undone_and_the_replaced_turns_come_back(
     assert window.storage.conversation(window.session.conversation_id).title == "What is this?"
 
 
-def test_undo_gives_back_the_name_an_edit_of_the_first_question_changed(
-    qtbot, make_window
-) -> None:
+def test_undo_gives_back_the_name_an_edit_of_the_first_question_changed(qtbot, make_window) -> None:
     window = make_window()
     ask(qtbot, window, "First question")
     conversation = window.session.conversation_id
