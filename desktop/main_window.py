@@ -249,6 +249,7 @@ class MainWindow(QMainWindow):
         self.add_page("extract", "Extract", self.extract_view, "Documents and charts to data")
         self.search_view = SearchView(self.client, paths.data_dir())
         self.search_view.chat_about_image.connect(self._on_search_chat_about_image)
+        self.extract_view.chat_about_page.connect(self.chat_about_page)
         self.search_view.extract_from_image.connect(self._on_search_extract_from_image)
         self.add_page("search", "Search", _padded(self.search_view), "Find images by meaning")
         self.finetune_page = FinetunePage(self.client, models=self._known_models)
@@ -547,6 +548,18 @@ class MainWindow(QMainWindow):
         )
         if answer == QMessageBox.StandardButton.Yes:
             self.session.send_to_cloud(message_id)
+
+    @Slot(str, int)
+    def chat_about_page(self, path: str, page: int) -> None:
+        """A document's page (a PDF's, rendered anew at chat size; an image as it is) becomes
+        the attachment of a new conversation."""
+        self.session.new_conversation()
+        if Path(path).suffix.lower() == ".pdf":
+            self.session.attach_pdf(Path(path), page)
+        else:
+            self.session.attach_files([Path(path)])
+        self.show_page("chat")
+        self.chat_view.composer.edit.setFocus()
 
     @Slot(str)
     def _on_search_chat_about_image(self, path: str) -> None:

@@ -174,7 +174,7 @@ class ChatSession(QObject):
         problems: list[str] = []
         for path in map(Path, paths):
             if path.suffix.lower() == ".pdf" and path.is_file():
-                self._attach_pdf(path)
+                self.attach_pdf(path)
                 continue
             problem = attachment_problem(path)
             if problem:
@@ -188,13 +188,14 @@ class ChatSession(QObject):
             self.draft_changed.emit()
         return rejected
 
-    def _attach_pdf(self, path: Path) -> None:
-        """Its first pages, rendered by the engine, join the draft as pictures."""
+    def attach_pdf(self, path: Path, page: int | None = None) -> None:
+        """Its first pages (or the one asked for), rendered by the engine, join the draft as
+        pictures."""
         command = px.RenderPages(
             job_id=f"pdf-{time.monotonic_ns():x}",
             path=str(path),
             out_dir=str(paths.cache_dir() / "pdf-pages"),
-            page_spec=f"1-{PDF_PAGES}",
+            page_spec=str(page) if page else f"1-{PDF_PAGES}",
             max_long_side=PDF_LONG_SIDE,
         )
         self._renders[command.job_id] = path
@@ -214,8 +215,14 @@ class ChatSession(QObject):
                 self._storage.import_attachment(Path(page["path"]), name=name)
             )
         total = int(result.get("page_count") or len(pages))
-        shown = "its page" if total == 1 else f"pages 1–{len(pages)} of {total}"
-        more = " (for every page, use the Extract page)" if total > len(pages) else ""
+        numbers = [int(page["page"]) for page in pages]
+        if total == 1:
+            shown = "its page"
+        elif len(numbers) == 1:
+            shown = f"page {numbers[0]} of {total}"
+        else:
+            shown = f"pages {numbers[0]}–{numbers[-1]} of {total}"
+        more = " (for every page, use the Extract page)" if 1 < len(numbers) < total else ""
         self.notice.emit(f"Attached {shown} from {pdf.name} as pictures{more}.")
         self.draft_changed.emit()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSettings, Qt, Slot
+from PySide6.QtCore import QSettings, Qt, Signal, Slot
 from PySide6.QtGui import QDragEnterEvent, QDragLeaveEvent, QDropEvent, QShowEvent
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -122,6 +122,8 @@ def _validation_errors(data: Any, schema: dict[str, Any]) -> list[tuple[str, str
 
 class ExtractView(QWidget):
     """Builds the widgets and forwards what the user does to an ``ExtractionSession``."""
+
+    chat_about_page = Signal(str, int)  # a file and its page number, for a new chat
 
     def __init__(
         self,
@@ -297,6 +299,7 @@ class ExtractView(QWidget):
         self.queue_panel.cancel_clicked.connect(session.cancel)
         self.queue_panel.retry_requested.connect(session.retry_file)
         self.page_panel.page_selected.connect(self.select_page)
+        self.page_panel.ask_requested.connect(self._on_page_ask_requested)
         self.editor.data_edited.connect(self._on_editor_data_edited)
         self.table.data_edited.connect(self._on_editor_data_edited)
         self.never_send_box.toggled.connect(self._on_never_send_toggled)
@@ -472,6 +475,12 @@ class ExtractView(QWidget):
         if file_id == self.file_id:
             self._show_document()
             self.page_panel.show_page(self.page, self._replot())
+
+    @Slot(int)
+    def _on_page_ask_requested(self, page: int) -> None:
+        file = self.queue.file(self.file_id) if self.file_id is not None else None
+        if file is not None:
+            self.chat_about_page.emit(str(file.path), page)
 
     @Slot()
     def _on_read_again_clicked(self) -> None:

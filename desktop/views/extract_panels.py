@@ -223,6 +223,7 @@ class PagePanel(QWidget):
     """One page large (or its chart re-plot), with the file's page thumbnails below it."""
 
     page_selected = Signal(int)
+    ask_requested = Signal(int)  # the page on screen, to ask the chat about
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -243,6 +244,11 @@ class PagePanel(QWidget):
             heading.addWidget(button)
         self.page_button.setChecked(True)
         self.page_button.toggled.connect(self._refresh)
+        self.ask_button = QPushButton("Ask in chat")
+        self.ask_button.setToolTip("A new chat about this page, the page attached")
+        self.ask_button.setEnabled(False)
+        self.ask_button.clicked.connect(self._on_ask_clicked)
+        heading.addWidget(self.ask_button)
         self.replot_button.setToolTip("The extracted series drawn beside the original chart")
         layout.addLayout(heading)
         self.scroller = QScrollArea()
@@ -316,6 +322,7 @@ class PagePanel(QWidget):
 
     @Slot()
     def _refresh(self) -> None:
+        self.ask_button.setEnabled(self._page_path is not None)
         path = self._replot_path if self.replot_button.isChecked() else self._page_path
         self._pixmap = QPixmap(path) if path else QPixmap()
         self._fit()
@@ -335,6 +342,10 @@ class PagePanel(QWidget):
                 min(width, self._pixmap.width() * 2), Qt.TransformationMode.SmoothTransformation
             )
         )
+
+    @Slot()
+    def _on_ask_clicked(self) -> None:
+        self.ask_requested.emit(self.current_page)
 
     @Slot(int)
     def _on_thumbnail_changed(self, row: int) -> None:

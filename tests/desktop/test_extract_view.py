@@ -126,6 +126,17 @@ def test_a_dropped_pdf_is_read_shown_beside_its_fields_and_exported_as_csv(
     qtbot.waitUntil(lambda: view.queue.file(bad.id).status == FileStatus.FAILED, timeout=60_000)
     assert view.issue_list.item(0).text() == f"✖ file: {failed.error}"
 
+    # "Ask in chat": the page on screen goes to a new conversation, rendered anew at chat size.
+    view.queue_panel.select(file.id)
+    view.page_panel.thumbnails.setCurrentRow(1)
+    assert view.page == 2 and view.page_panel.ask_button.isEnabled()
+    qtbot.mouseClick(view.page_panel.ask_button, Qt.MouseButton.LeftButton)
+    session = real_window.session
+    assert real_window.current_page() == "chat" and session.conversation_id == ""
+    qtbot.waitUntil(lambda: len(session.draft_attachments) == 1, timeout=60_000)
+    assert session.draft_attachments[0].name == "parts p2.png"
+    assert "Attached page 2 of 2 from parts.pdf" in real_window.chat_view.notice.label.text()
+
 
 def test_kill_9_mid_batch_restarts_the_engine_and_every_page_is_read_and_stored_once(
     qtbot, real_window, tmp_path: Path
