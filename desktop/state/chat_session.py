@@ -357,7 +357,7 @@ class ChatSession(QObject):
         earlier = dataclasses.replace(answer, provenance=dict(answer.provenance))
         if not self._ask_again(answer, None):
             return False
-        self._replaced = [earlier]
+        self._replaced, self._title_before = [earlier], ""
         self.undoable.emit("Asked again.")
         return True
 
