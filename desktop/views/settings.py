@@ -8,6 +8,8 @@ window sends ``TestConnection`` / ``ListProviderModels`` and hands the ``finishe
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import (
     QComboBox,
@@ -50,6 +52,8 @@ from desktop.settings_store import (
 )
 from engine import protocol as p
 from engine.protocol import cloud as c
+
+SpinBox = TypeVar("SpinBox", QSpinBox, QDoubleSpinBox)
 
 
 class ProviderBox(QGroupBox):
@@ -169,26 +173,28 @@ class SettingsView(QWidget):
     def _answers_box(self) -> QGroupBox:
         box = QGroupBox("Chat answers")
         form = QFormLayout(box)
-        self.length_spin = QSpinBox()
-        self.length_spin.setRange(*ANSWER_TOKENS_RANGE)
-        self.length_spin.setSingleStep(256)
-        self.length_spin.setSuffix(" tokens")
-        self.length_spin.setToolTip(ANSWER_TOKENS.description)
-        form.addRow("Longest answer", self.length_spin)
-        self.temperature_spin = QDoubleSpinBox()
-        self.temperature_spin.setRange(*TEMPERATURE_RANGE)
-        self.temperature_spin.setSingleStep(0.1)
-        self.temperature_spin.setDecimals(2)
-        self.temperature_spin.setSpecialValueText("0 (the likeliest words; the same every time)")
-        self.temperature_spin.setToolTip(TEMPERATURE.description)
-        form.addRow("Temperature", self.temperature_spin)
-        self.repetition_spin = QDoubleSpinBox()
-        self.repetition_spin.setRange(*REPETITION_PENALTY_RANGE)
-        self.repetition_spin.setSingleStep(0.05)
-        self.repetition_spin.setDecimals(2)
-        self.repetition_spin.setSpecialValueText("off")
-        self.repetition_spin.setToolTip(REPETITION_PENALTY.description)
-        form.addRow("Repetition penalty", self.repetition_spin)
+        self.length_spin = self._number(
+            form,
+            "Longest answer",
+            QSpinBox(),
+            ANSWER_TOKENS,
+            ANSWER_TOKENS_RANGE,
+            256,
+            suffix=" tokens",
+        )
+        self.temperature_spin = self._number(
+            form,
+            "Temperature",
+            QDoubleSpinBox(),
+            TEMPERATURE,
+            TEMPERATURE_RANGE,
+            0.1,
+            special="0 (the likeliest words; the same every time)",
+        )
+        self.repetition_spin = self._number(
+            form, "Repetition penalty", QDoubleSpinBox(), REPETITION_PENALTY,
+            REPETITION_PENALTY_RANGE, 0.05, special="off",
+        )  # fmt: skip
         self.system_edit = QPlainTextEdit()
         self.system_edit.setObjectName("systemPrompt")
         self.system_edit.setPlaceholderText("Optional, e.g. “Answer briefly, in French.”")
@@ -198,19 +204,36 @@ class SettingsView(QWidget):
         note = QLabel("For new answers, local and cloud alike.")
         note.setObjectName("hint")
         form.addRow("", note)
-        self.length_spin.valueChanged.connect(
-            lambda value: self._set_answer(ANSWER_TOKENS, str(value))
-        )
-        self.temperature_spin.valueChanged.connect(
-            lambda value: self._set_answer(TEMPERATURE, f"{value:g}")
-        )
-        self.repetition_spin.valueChanged.connect(
-            lambda value: self._set_answer(REPETITION_PENALTY, f"{value:g}")
-        )
         self.system_edit.textChanged.connect(
             lambda: self._set_answer(SYSTEM_PROMPT, self.system_edit.toPlainText())
         )
         return box
+
+    def _number(
+        self,
+        form: QFormLayout,
+        label: str,
+        spin: SpinBox,
+        setting: Setting[str],
+        bounds: tuple[float, float],
+        step: float,
+        suffix: str = "",
+        special: str = "",
+    ) -> SpinBox:
+        """A numeric answer setting: its range, step and words, saved as it changes."""
+        if isinstance(spin, QDoubleSpinBox):
+            spin.setDecimals(2)
+            spin.setRange(*bounds)
+            spin.setSingleStep(step)
+        else:
+            spin.setRange(int(bounds[0]), int(bounds[1]))
+            spin.setSingleStep(int(step))
+        spin.setSuffix(suffix)
+        spin.setSpecialValueText(special)
+        spin.setToolTip(setting.description)
+        spin.valueChanged.connect(lambda value: self._set_answer(setting, f"{value:g}"))
+        form.addRow(label, spin)
+        return spin
 
     def _local_box(self) -> QGroupBox:
         box = QGroupBox("Local models")
