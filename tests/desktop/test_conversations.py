@@ -20,6 +20,14 @@ def titles(window) -> list[str]:
     return [shown.item(row).text() for row in range(shown.count())]
 
 
+def filled_window(make_window):
+    """The window over three stored conversations, as the app opens on them."""
+    storage = Storage(paths.database_path())
+    fill(storage)
+    storage.close()
+    return make_window(start=False)
+
+
 def fill(storage: Storage) -> None:
     receipt = storage.create_conversation("Receipt from the hardware store")
     storage.add_message(receipt.id, "user", "What is the total?")
@@ -29,10 +37,7 @@ def fill(storage: Storage) -> None:
 
 
 def test_searching_finds_titles_and_message_text(qtbot, make_window) -> None:
-    storage = Storage(paths.database_path())
-    fill(storage)
-    storage.close()
-    window = make_window(start=False)
+    window = filled_window(make_window)
     assert titles(window) == ["Mushroom", "Quarterly chart", "Receipt from the hardware store"]
     search = window.conversation_list.filter
     qtbot.keyClicks(search, "TOTAL")  # a message's words, any case
@@ -46,10 +51,7 @@ def test_searching_finds_titles_and_message_text(qtbot, make_window) -> None:
 
 
 def test_f2_renames_in_place_and_an_empty_name_keeps_the_old_one(qtbot, make_window) -> None:
-    storage = Storage(paths.database_path())
-    fill(storage)
-    storage.close()
-    window = make_window(start=False)
+    window = filled_window(make_window)
     shown = window.conversation_list.list
     shown.setCurrentRow(1)
     assert window.windowTitle() == "Quarterly chart — VisionDesk"
@@ -79,10 +81,7 @@ def test_f2_renames_in_place_and_an_empty_name_keeps_the_old_one(qtbot, make_win
 def test_the_delete_key_asks_then_deletes_the_selected_conversation(
     qtbot, make_window, monkeypatch
 ) -> None:
-    storage = Storage(paths.database_path())
-    fill(storage)
-    storage.close()
-    window = make_window(start=False)
+    window = filled_window(make_window)
     asked: list[str] = []
 
     def answer(_parent, _title, text, *args, **kwargs):
@@ -143,10 +142,7 @@ def test_export_from_the_list_asks_where_and_says_where_it_went(
 ) -> None:
     from PySide6.QtWidgets import QFileDialog
 
-    storage = Storage(paths.database_path())
-    fill(storage)
-    storage.close()
-    window = make_window(start=False)
+    window = filled_window(make_window)
     offered: list[str] = []
 
     def save_as(_parent, _title, suggested, _filter):
