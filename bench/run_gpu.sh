@@ -31,4 +31,4 @@ run() { echo "=== $*" | tee -a "$log"; "$@" 2>&1 | tee -a "$log"; }
   [[ $skip == *" int4 "* ]] ||
     run python3 bench/decode_gpu.py --workdir "$work" --out "$out/decode_gpu-$gpu.json" --paths torchao_int4 ${INT4_ARGS:-}
 }
-[ -z "${1:-}" ] && rm -rf "$work"
+if [ -z "${1:-}" ]; then rm -rf "$work"; fi  # (a given workdir is kept; the status is 0)
