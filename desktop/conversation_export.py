@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from urllib.parse import quote
 
-from desktop.storage import Message, MessageStatus, Storage
+from desktop.storage import Message, MessageStatus, Storage, replace_atomically
 
 
 def export_markdown(storage: Storage, conversation_id: str, target: Path) -> Path:
@@ -43,7 +41,8 @@ def export_markdown(storage: Storage, conversation_id: str, target: Path) -> Pat
         note = _status_note(message)
         if note:
             lines += [f"*{note}*", ""]
-    _write_atomically(target, "\n".join(lines))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    replace_atomically(target, lambda tmp: tmp.write_text("\n".join(lines), encoding="utf-8"))
     return target
 
 
@@ -72,15 +71,3 @@ def _free_name(name: str, taken: set[str]) -> str:
         candidate = f"{path.stem}-{number}{path.suffix}"
         number += 1
     return candidate
-
-
-def _write_atomically(target: Path, text: str) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

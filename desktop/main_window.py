@@ -514,10 +514,9 @@ class MainWindow(QMainWindow):
         self._arm_idle_unload()
 
     def _model_idle(self) -> bool:
-        status = getattr(self, "engine_status", None)
+        status = self.engine_status
         return (
-            status is not None
-            and status.phase == EnginePhase.READY
+            status.phase == EnginePhase.READY
             and status.engine_state == "idle"
             and status.loaded is not None
             and not self.session.busy

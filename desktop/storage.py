@@ -10,6 +10,7 @@ import sqlite3
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -344,12 +345,18 @@ def _sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_copy(source: Path, target: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+def replace_atomically(target: Path, fill: Callable[[Path], object]) -> None:
+    """Write ``target`` whole or not at all: ``fill`` writes a temporary file beside it, which
+    then replaces it."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     os.close(fd)
     try:
-        shutil.copyfile(source, tmp)
+        fill(Path(tmp))
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _atomic_copy(source: Path, target: Path) -> None:
+    replace_atomically(target, lambda tmp: shutil.copyfile(source, tmp))

@@ -28,10 +28,6 @@ PDF_PAGES = 4  # a PDF dropped on the chat goes as pictures of its first pages
 PDF_LONG_SIDE = 1600  # pixels on a page's long side: small print stays legible
 
 
-def is_image_file(path: Path) -> bool:
-    return Path(path).is_file() and QImageReader(str(path)).canRead()
-
-
 def auto_title(text: str) -> str:
     """A new conversation's name: its first question's first line, shortened."""
     title = text.strip().splitlines()[0] if text.strip() else "Image"
@@ -41,13 +37,15 @@ def auto_title(text: str) -> str:
 def attachment_problem(path: Path) -> str:
     """Why a file cannot go with a chat message, in a few words; "" if it can."""
     path = Path(path)
-    if not is_image_file(path):
+    reader = QImageReader(str(path))
+    if not path.is_file() or not reader.canRead():
         return "not an image"
-    size = QImageReader(str(path)).size()  # read from the header, without decoding
+    size = reader.size()  # read from the header, without decoding
     if size.width() * size.height() > p.MAX_IMAGE_PIXELS:
         return f"{size.width()}×{size.height()} pixels, more than a picture can sensibly have"
-    if path.stat().st_size > p.MAX_FILE_BYTES:
-        return f"{path.stat().st_size / 2**20:.0f} MB, too large"
+    size_bytes = path.stat().st_size
+    if size_bytes > p.MAX_FILE_BYTES:
+        return f"{size_bytes / 2**20:.0f} MB, too large"
     return ""
 
 

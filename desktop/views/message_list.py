@@ -65,9 +65,9 @@ class MessageList(QScrollArea):
         card.retry_clicked.connect(self.retry_clicked)
         card.edit_clicked.connect(self.edit_clicked)
         card.regenerate_clicked.connect(self.regenerate_clicked)
-        for earlier in self._cards.values():
-            if earlier.is_last:
-                earlier.set_last(False)
+        previous = next(reversed(self._cards.values()), None)  # cards keep their order
+        if previous is not None:
+            previous.set_last(False)
         card.set_last(True)
         card.fit(self._column_width())
         align = Qt.AlignmentFlag.AlignRight if card.is_user else Qt.AlignmentFlag(0)

@@ -245,9 +245,7 @@ class ModelsView(QWidget):
         if plan is None:
             item.setText(4, "press Check fit")
         else:
-            item.setText(4, f"{_words(plan.verdict)} · {plan.quant} (planned)")
-            item.setData(4, ROLE, plan.verdict)
-            item.setForeground(4, QColor(VERDICT_COLORS.get(plan.verdict, "#374151")))
+            _show_fit(item, plan.verdict, f"{_words(plan.verdict)} · {plan.quant} (planned)")
         self.catalogue_tree.addTopLevelItem(item)
         if select:
             self.catalogue_tree.setCurrentItem(item)
@@ -266,10 +264,7 @@ class ModelsView(QWidget):
             quant = cat.best_quant(entry, vram)
             verdict = entry.fit(quant, vram)
             text = f"{_words(verdict)} · {quant}"
-        item.setText(4, text)
-        item.setData(4, ROLE, verdict)
-        if verdict in VERDICT_COLORS:
-            item.setForeground(4, QColor(VERDICT_COLORS[verdict]))
+        _show_fit(item, verdict, text)
 
     def _selected_repo(self) -> str | None:
         item = self.catalogue_tree.currentItem() if hasattr(self, "catalogue_tree") else None
@@ -542,6 +537,14 @@ class _DownloadRow(QWidget):
             self.cancel_requested.emit(self.repo_id)
         else:
             self.resume_requested.emit(self.repo_id)
+
+
+def _show_fit(item: QTreeWidgetItem, verdict: str, text: str) -> None:
+    """The Fit column: the verdict in words, coloured by it."""
+    item.setText(4, text)
+    item.setData(4, ROLE, verdict)
+    if verdict in VERDICT_COLORS:
+        item.setForeground(4, QColor(VERDICT_COLORS[verdict]))
 
 
 def _tree(headers: list[str]) -> QTreeWidget:
