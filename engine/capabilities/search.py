@@ -170,14 +170,13 @@ def run_query(job: Job, command: ps.SearchQuery, runtime: Runtime) -> dict[str, 
 def _require_indexed(folders: list[str], indexed: list[str]) -> None:
     """A folder filter must overlap the index: a mistyped path finds nothing, and says so."""
     for folder in folders:
-        if not any(_overlap(folder, known) for known in indexed):
+        if not any(_overlap(Path(folder), Path(known)) for known in indexed):
             known = "; ".join(indexed) or "none yet"
             raise BadInput(f"{folder} is not in the index (indexed folders: {known}).")
 
 
-def _overlap(one: str, other: str) -> bool:
-    first, second = Path(one), Path(other)
-    return first == second or first in second.parents or second in first.parents
+def _overlap(one: Path, other: Path) -> bool:
+    return one.is_relative_to(other) or other.is_relative_to(one)
 
 
 def run_status(job: Job, command: ps.SearchStatus, runtime: Runtime) -> dict[str, Any]:

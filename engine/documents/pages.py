@@ -125,7 +125,7 @@ def select_pages(
         missing = [n for n in pages if not 1 <= n <= count]
         if missing:
             raise BadInput(
-                f"{name} has {count} page{'s' if count != 1 else ''}; page {missing[0]} does not exist."
+                f"{name} has {counted(count, 'page')}; page {missing[0]} does not exist."
             )
         chosen = sorted(set(pages))
     elif spec:
