@@ -23,9 +23,11 @@ loading code in NF4) it measures, with one 336-px-class image and a short questi
 ``--paths`` measures some of them; an earlier run's other paths on this GPU stay in the JSON.
 
 Time to first token and decode tokens/s over ``--tokens`` new tokens (``min_new_tokens`` forces
-the full length), and the peak memory of each path. The last columns compare decode speed with
-the baseline and with the memory-bandwidth limit: weight bytes read once per token at the copy
-bandwidth this GPU measures. Prints a table; writes JSON to ``bench/results/``.
+the full length), and the peak memory of each path: the most its tensors took ("peak") and the
+most the allocator held from the device ("held", which also counts the CUDA graphs' pools). The
+ratio columns compare decode speed with the baseline and with the memory-bandwidth limit: weight
+bytes read once per token at the copy bandwidth this GPU measures. Prints a table; writes JSON
+to ``bench/results/``.
 """
 
 from __future__ import annotations
@@ -68,9 +70,13 @@ def _sync(device: str) -> None:
 
 
 def _peak_reset(device: str) -> None:
+    """Start a path's peaks from what it holds now: cached blocks an earlier path freed go back
+    to the device (live graphs keep their pools)."""
     import torch
 
     if device == "cuda":
+        gc.collect()
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
 
 
@@ -78,6 +84,15 @@ def _peak(device: str) -> int:
     import torch
 
     return int(torch.cuda.max_memory_allocated()) if device == "cuda" else 0
+
+
+def _reserved(device: str) -> int:
+    """The most the caching allocator held from the device: tensors, its cached free blocks,
+    and the CUDA graphs' memory pools, which a replay uses without allocating (so the peak of
+    allocated bytes misses their activations)."""
+    import torch
+
+    return int(torch.cuda.max_memory_reserved()) if device == "cuda" else 0
 
 
 class _FirstToken:
@@ -130,6 +145,7 @@ def time_generate(backend: Any, inputs: Any, tokens: int, device: str, **extra: 
         "decode_tokens_per_s": (new - 1) / (ended - first) if new > 1 and ended > first else None,
         "new_tokens": new,
         "peak_bytes": _peak(device),
+        "peak_reserved_bytes": _reserved(device),
     }
 
 
@@ -158,9 +174,13 @@ def time_engine(
             new, _cached = backend._decode_static(turn, min_new_tokens=tokens)
         return new, streamer
 
-    backend.decoder.reserve(prompt + tokens)
+    backend.decoder.reserve(backend.decoder.room_for(prompt, tokens))
     warm_started = time.perf_counter()
-    run(8)  # warm-up: kernels, any compilation, and on CUDA the capture of the decode step
+    # Warm-up: kernels, any compilation, and on CUDA the captures, as the engine's own warm-up
+    # does: the first run writes the fresh cache eagerly and captures the decode step, the
+    # second captures the first turn's prefill.
+    run(8)
+    run(8)
     _sync(device)
     warm_up_s = time.perf_counter() - warm_started
     _peak_reset(device)
@@ -183,9 +203,13 @@ def time_engine(
         "decode_tokens_per_s": (len(new) - 1) / (ended - first) if len(new) > 1 else None,
         "new_tokens": len(new),
         "peak_bytes": _peak(device),
+        "peak_reserved_bytes": _reserved(device),
         "cache_capacity": decoder.capacity,
         "graph_steps": decoder.steps_replayed,
         "graph_error": decoder.graph_error,
+        "prefill_bucket": decoder.prefill_bucket,
+        "prefills_replayed": decoder.prefills_replayed,
+        "prefill_error": decoder.prefill_error,
     }
 
 
@@ -232,6 +256,7 @@ def _conversation(backend: Any, image: str, device: str, question: str) -> dict:
         "cached_tokens": result.cached_tokens,
         "prompt_tokens": result.prompt_tokens,
         "peak_bytes": _peak(device),
+        "peak_reserved_bytes": _reserved(device),
     }
 
 
@@ -435,7 +460,7 @@ def main() -> int:
         "versions": _versions(),
         "shapes": [],
     }
-    header = f"{'shape':<16}{'path':<14}{'ttft ms':>9}{'tok/s':>9}{'x base':>8}{'% bw':>7}{'peak GiB':>10}"
+    header = f"{'shape':<16}{'path':<14}{'ttft ms':>9}{'tok/s':>9}{'x base':>8}{'% bw':>7}{'peak GiB':>10}{'held GiB':>10}"
     print(f"{gpu}; copy bandwidth {bandwidth / 1e9:.0f} GB/s")
     print(header)
     try:
@@ -487,6 +512,7 @@ def _print_shape(shape: dict[str, Any]) -> None:
             f"{row.get('decode_tokens_per_s') or 0:>9.1f}{row['ratio_to_plain'] or 0:>8.2f}"
             f"{(row['fraction_of_bandwidth_limit'] or 0) * 100:>7.1f}"
             f"{row.get('peak_bytes', 0) / 2**30:>10.2f}"
+            f"{(row.get('peak_reserved_bytes') or 0) / 2**30:>10.2f}"
             + ("  (earlier run)" if row.get("earlier_run") else "")
             + (f"  {row['error']}" if row.get("error") else "")
         )

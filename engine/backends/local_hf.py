@@ -165,6 +165,7 @@ class LocalHFBackend:
         use_graphs: bool | None = None,
         fuse: bool = False,
         chunk: int | None = None,
+        prefill_bucket: int | None = None,
     ) -> bool:
         """Use the engine's static-cache decode loop (True) or ``generate`` (False).
 
@@ -176,17 +177,22 @@ class LocalHFBackend:
         self.decoder = None
         if enabled and self.quirks.static_decode:
             self.decoder = StaticDecoder(
-                self.model, mrope=self.quirks.mrope, use_graphs=use_graphs, fuse=fuse, chunk=chunk
+                self.model,
+                mrope=self.quirks.mrope,
+                use_graphs=use_graphs,
+                fuse=fuse,
+                chunk=chunk,
+                prefill_bucket=prefill_bucket,
             )
         return self.decoder is not None
 
     def warm_up(
         self, on_progress: Callable[[str], None] = lambda _message: None, force: bool = False
     ) -> None:
-        """Before the first request: allocate the cache, capture the decode step, and run once
-        each kind of work a chat does (an image, a long prefill, a follow-up's short prefill at
-        an offset), so the first person's question does not pay for loading kernels. Only where
-        a step is captured (CUDA), unless ``force``."""
+        """Before the first request: allocate the cache, capture the decode step and the
+        prefills, and run once each kind of work a chat does (an image, a first turn's long
+        prefill, a follow-up's short prefill at an offset), so the first person's question does
+        not pay for loading kernels. Only where a step is captured (CUDA), unless ``force``."""
         if self.decoder is None or not (self.decoder.use_graphs or force):
             return
         on_progress("Preparing fast decoding")
@@ -203,6 +209,10 @@ class LocalHFBackend:
             picture = Path(folder) / "grey.png"
             Image.new("RGB", (336, 336), (128, 128, 128)).save(picture)
             turn = [ChatMessage(role="user", text="Hello", images=[str(picture)])]
+            # Twice: the first write allocates the cache's tensors (eagerly), the second
+            # captures the prefill of a picture and a short question.
+            self.chat(turn, short, on_text=lambda _t: None, cancelled=lambda: False)
+            self.prefix_cache.clear()
             first = self.chat(turn, short, on_text=lambda _t: None, cancelled=lambda: False)
             follow_up = [
                 *turn,
@@ -445,8 +455,7 @@ class LocalHFBackend:
             reuse = self.prefix_cache.take(prompt_ids, images, self._image_token_ids)
             if reuse is not None and reuse[0] is decoder.cache:
                 cached_tokens = reuse[1]  # take() has cut the cache back to the shared prefix
-        # Room for the answer, and for a follow-up prefilled in padded chunks.
-        room = len(prompt_ids) + sampling.max_new_tokens + decoder.chunk
+        room = decoder.room_for(len(prompt_ids), sampling.max_new_tokens)
         if not decoder.reserve(room, keep=cached_tokens):
             cached_tokens = 0  # a new cache, or one whose layers could not be carried over
         streamer.put(input_ids)

@@ -7,12 +7,21 @@ path refuses bitsandbytes 4-bit, so the engine keeps its own loop:
 - the KV cache is a ``StaticCache`` allocated once per model in buckets of ``BUCKET`` tokens
   (so its tensors keep their addresses), and the conversation's prefix stays in it between
   turns (``engine.backends.prefix_cache`` decides how much of it a request may reuse);
-- prefill is an ordinary eager forward over the new tokens, except a follow-up's text on a GPU:
-  an eager forward is launch-bound (a 40-token follow-up costs about as much as an eager decode
-  step, well over the time a captured step takes), so text after a cached prefix runs through
-  a second captured graph, ``CHUNK`` tokens at a time (up to ``MAX_PIECES``); the last chunk is
-  padded and the cache's length cut back to the real tokens afterwards (the padding's keys are
-  overwritten next);
+- prefill on a GPU is captured too. An eager forward of a 4-bit model is launch-bound: a 7B
+  model's first turn (576 image tokens and a question) costs ~100 ms of host time against
+  ~30 ms of GPU work, most of it in Python around bitsandbytes' matrix products, and a
+  40-token follow-up costs about as much as an eager decode step. So:
+
+  - a first turn's images are encoded eagerly (their shapes vary), and the language model's
+    part, from the merged embeddings on, replays a graph captured for its length rounded up to
+    ``PREFILL_BUCKET`` tokens (up to ``MAX_PREFILL``; a few lengths are kept);
+  - text after a cached prefix (a follow-up) replays a graph of ``CHUNK`` tokens, piece by
+    piece (up to ``MAX_PIECES``).
+
+  Both pad their last tokens and cut the cache's length back to the real tokens afterwards:
+  padding comes after the real tokens (causal: unseen by them) and its keys are overwritten by
+  the next write. Anything a graph cannot take (a mask of the family's own, a batch, a longer
+  prompt, a fresh cache) prefills eagerly as before;
 - the one-token decode step reads its input from a fixed buffer and writes logits to a fixed
   buffer. On CUDA the first step of a cache runs eagerly (warm-up) and is then captured with
   ``torch.cuda.CUDAGraph``; every later step is one ``graph.replay()``. Positions come from the
@@ -26,8 +35,11 @@ since ``generate`` is as fast on the CPU (``bench/engine_overhead.py``).
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -42,6 +54,14 @@ CHUNK = 64
 # ...up to this many pieces: a longer text is cheaper as one eager prefill, whose kernel
 # launches are then a small part of its time.
 MAX_PIECES = 4
+# A first turn's language-model prefill is captured for its length rounded up to this: a 336-px
+# LLaVA image and a question (~620 tokens) pad to 640, and a question's words rarely change the
+# bucket. Padding costs GPU time only, which is what the capture frees.
+PREFILL_BUCKET = 128
+# Longer first turns prefill eagerly: beyond ~2k tokens a 7B prefill's GPU work outlasts its
+# launches, and each captured length holds its own activations in the shared pool.
+MAX_PREFILL = 2048
+MAX_PREFILL_GRAPHS = 4  # captured lengths kept, least recently used dropped
 
 
 def capacity_for(tokens: int, limit: int | None = None) -> int:
@@ -64,6 +84,7 @@ class StaticDecoder:
         use_graphs: bool | None = None,
         fuse: bool = False,
         chunk: int | None = None,
+        prefill_bucket: int | None = None,
     ) -> None:
         import torch
 
@@ -84,9 +105,18 @@ class StaticDecoder:
         # and the attention takes a ready-made mask; ``chunk`` forces it (tests run it eagerly).
         self.chunk = (CHUNK if self.use_graphs else 0) if chunk is None else chunk
         self.max_pieces = MAX_PIECES
+        # Captured first-turn prefill (``prefill``): the same rule; ``prefill_bucket`` forces it.
+        self.prefill_bucket = (
+            (PREFILL_BUCKET if self.use_graphs else 0) if prefill_bucket is None else prefill_bucket
+        )
+        self.max_prefill = MAX_PREFILL
+        self.prefill_error: str | None = None  # why first turns were left eager, if they were
+        self.prefills_replayed = 0  # first turns whose prefill replayed a captured graph
+        self.prefills_bucketed = 0  # ...or ran padded to a bucket (eagerly, where asked for)
         self._mask_kind = _mask_kind(model)
         if self._mask_kind is None:
             self.chunk = 0
+            self.prefill_bucket = 0
         self._chunk_ids = torch.zeros((1, max(self.chunk, 1)), dtype=torch.long, device=self.device)
         self._chunk_last = torch.zeros(1, dtype=torch.long, device=self.device)
         self._chunk_offsets = torch.arange(max(self.chunk, 1), device=self.device)
@@ -117,6 +147,7 @@ class StaticDecoder:
             # graph would never advance, and their mask is not the plain causal one the
             # follow-up's pieces build: such models decode eagerly and prefill in one piece.
             self.chunk = 0
+            self.prefill_bucket = 0
             if self.use_graphs:
                 self.use_graphs = False
                 self.graph_error = "sliding-window attention layers: decoding eagerly"
@@ -133,16 +164,40 @@ class StaticDecoder:
         elif surplus > 0:
             self.cache.crop(-surplus)
 
+    def room_for(self, prompt_tokens: int, new_tokens: int) -> int:
+        """Cache positions a turn needs: its prompt and answer, and the padding of a follow-up's
+        last piece or of the prompt's own prefill bucket."""
+        padded = prompt_tokens
+        if self.prefill_bucket and prompt_tokens <= self.max_prefill:
+            padded = -(-prompt_tokens // self.prefill_bucket) * self.prefill_bucket
+        return max(prompt_tokens + new_tokens + self.chunk, padded)
+
     def release(self) -> None:
         self.cache = None
         self.capacity = 0
+        # The prefill graphs (a follow-up's pieces, each first-turn length) share one memory pool:
+        # one runs at a time and each one's output is read before another is replayed, so their
+        # dequantised weights and activations need be held once. The step keeps its own.
+        self._pool: Any = None
+        if self.use_graphs:
+            import torch
+
+            self._pool = torch.cuda.graph_pool_handle()
         self._step = _Captured(self._forward)
-        self._extend = _Captured(self._chunk_forward)
+        self._extend = _Captured(self._chunk_forward, self._pool)
+        self._prefills: OrderedDict[tuple[Any, ...], _Prefill] = OrderedDict()
 
     # --- the forward passes ------------------------------------------------------------------
-    def prefill(self, inputs: dict[str, Any]) -> Any:
-        """Run the new tokens (and any images) through the model; the last position's logits."""
-        output = self.model(**inputs, cache=self.cache, use_cache=True, logits_to_keep=1)
+    def prefill(self, inputs: dict[str, Any], start: int = 0) -> Any:
+        """Run the new tokens (and any images) after the ``start`` cached positions through the
+        model; the last position's logits.
+
+        Where first turns are captured (``prefill_bucket``) the model's own forward runs as
+        usual up to its language model, whose forward is swapped for the bucket's graph for
+        the length of this call."""
+        text_model = self._bucketed_text_model(inputs, start)
+        with _swapped_forward(text_model, self._bucketed_text_forward):
+            output = self.model(**inputs, cache=self.cache, use_cache=True, logits_to_keep=1)
         if self.mrope:
             deltas = inner_model(self.model).rope_deltas
             if deltas is None:
@@ -150,6 +205,80 @@ class StaticDecoder:
             else:
                 self._deltas.copy_(deltas.reshape(1, 1))
         return output.logits[:, -1, :]
+
+    def _bucketed_text_model(self, inputs: dict[str, Any], start: int) -> Any:
+        """The language model whose forward a graph can stand in for during this prefill, or
+        None: one conversation, no padding, a cache that holds the bucket and has been written
+        once (its tensors exist), no earlier failure."""
+        if not self.prefill_bucket or self.prefill_error or self.cache is None:
+            return None
+        input_ids, mask = inputs.get("input_ids"), inputs.get("attention_mask")
+        if input_ids is None or input_ids.shape[0] != 1:
+            return None
+        total = int(input_ids.shape[-1])
+        padded = -(-total // self.prefill_bucket) * self.prefill_bucket
+        if total > self.max_prefill or start + padded > self.capacity:
+            return None
+        if not getattr(self.cache.layers[0], "is_initialized", False):
+            return None  # a fresh cache is allocated by its first (eager) write
+        if mask is not None and not bool(mask.all()):
+            return None
+        get_decoder = getattr(self.model, "get_decoder", None)
+        return get_decoder() if get_decoder is not None else None
+
+    def _bucketed_text_forward(
+        self, original: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        """The language model's forward for a prefill: through the graph of its bucket where
+        the call is the plain one a family makes (merged embeddings, a 2-D mask of ones, the
+        decoder's cache, positions or none), else ``original`` unchanged."""
+        embeds: Any = kwargs.get("inputs_embeds")
+        positions: Any = kwargs.get("position_ids")
+        mask: Any = kwargs.get("attention_mask")
+        extras = {
+            name: value
+            for name, value in kwargs.items()
+            if name not in ("inputs_embeds", "position_ids", "attention_mask", "cache", "input_ids")
+        }
+        plain = (
+            not args
+            and kwargs.get("input_ids") is None
+            and embeds is not None
+            and embeds.shape[0] == 1
+            and kwargs.get("cache") is self.cache
+            and (mask is None or mask.dim() == 2)
+            and (positions is None or positions.shape[-1] == embeds.shape[1])
+            and all(value is None or isinstance(value, bool | int) for value in extras.values())
+        )
+        if not plain:
+            return original(*args, **kwargs)
+        real = int(embeds.shape[1])
+        size = -(-real // self.prefill_bucket) * self.prefill_bucket
+        rows = None if positions is None else tuple(positions.shape[:-1])
+        key = (size, rows, embeds.dtype, tuple(sorted(extras.items())))
+        entry = self._prefills.get(key)
+        if entry is None:
+            entry = _Prefill(self, original, size, embeds, positions, extras)
+            self._prefills[key] = entry
+            while len(self._prefills) > MAX_PREFILL_GRAPHS:
+                self._prefills.popitem(last=False)
+        self._prefills.move_to_end(key)
+        entry.load(embeds, positions)
+        self.prefills_bucketed += 1
+        if not self.use_graphs:  # padded, eagerly: where asked for (tests)
+            hidden = entry.forward()
+        else:
+            replayed = entry.captured.captured
+            hidden = entry.captured()
+            if entry.captured.error is not None:
+                self.prefill_error = entry.captured.error  # the other graphs are unaffected
+            elif replayed:
+                self.prefills_replayed += 1
+        if real < size:
+            self.cache.crop(real - size)
+        from transformers.modeling_outputs import BaseModelOutputWithPast
+
+        return BaseModelOutputWithPast(last_hidden_state=hidden[:, :real], cache=self.cache)
 
     def extend(self, input_ids: Any, start: int) -> Any:
         """Prefill text that follows the ``start`` cached positions (a follow-up question, no
@@ -162,7 +291,7 @@ class StaticDecoder:
             or self.chunk_error
             or start + pieces * self.chunk > self.capacity
         ):
-            return self.prefill({"input_ids": input_ids})
+            return self.prefill({"input_ids": input_ids}, start)
         logits: Any = None
         for offset in range(0, total, self.chunk):
             piece = input_ids[:, offset : offset + self.chunk]
@@ -199,6 +328,7 @@ class StaticDecoder:
             self.graph_error = self._step.error
             self.use_graphs = False
             self.chunk = 0  # follow-ups prefill in one eager piece, as everything else now does
+            self.prefill_bucket = 0
         elif replayed:
             self.steps_replayed += 1
         return logits
@@ -228,11 +358,12 @@ class StaticDecoder:
         )
         return output.logits[:, -1, :]
 
-    def _chunk_forward(self) -> Any:
-        """``chunk`` tokens at the cache's end with a mask built on the device (transformers'
-        own mask builder reads the cache's length on the host for more than one new token)."""
+    def causal_mask(self, offsets: Any) -> Any:
+        """The 4-D mask of new tokens at ``offsets`` after the cache's end, built on the device
+        (transformers' own mask builder reads the cache's length on the host for more than one
+        new token): each sees the cached positions and itself, in the form the attention takes."""
         length = self.cache.layers[0].cumulative_length
-        query = length + self._chunk_offsets
+        query = length + offsets
         mask = (self._key_positions[None, :] <= query[:, None])[None, None]
         if self._mask_kind == "additive":
             import torch
@@ -240,9 +371,13 @@ class StaticDecoder:
             mask = torch.zeros(mask.shape, dtype=self.model.dtype, device=self.device).masked_fill(
                 ~mask, torch.finfo(self.model.dtype).min
             )
+        return mask
+
+    def _chunk_forward(self) -> Any:
+        """``chunk`` tokens at the cache's end."""
         output = self.model(
             input_ids=self._chunk_ids,
-            attention_mask=mask,
+            attention_mask=self.causal_mask(self._chunk_offsets),
             cache=self.cache,
             use_cache=True,
             logits_to_keep=self._chunk_last,
@@ -251,12 +386,88 @@ class StaticDecoder:
         return output.logits
 
 
+class _Prefill:
+    """A first-turn length's buffers and its captured language-model forward."""
+
+    def __init__(
+        self,
+        decoder: StaticDecoder,
+        original: Callable[..., Any],
+        size: int,
+        embeds: Any,
+        positions: Any,
+        extras: dict[str, Any],
+    ) -> None:
+        import torch
+
+        self.decoder = decoder
+        self.original = original
+        self.extras = extras
+        self.embeds: Any = torch.empty(
+            (1, size, embeds.shape[-1]), dtype=embeds.dtype, device=embeds.device
+        )
+        self.positions: Any = (
+            None
+            if positions is None
+            else torch.empty(
+                (*positions.shape[:-1], size), dtype=positions.dtype, device=positions.device
+            )
+        )
+        self.offsets = torch.arange(size, device=embeds.device)
+        self.captured = _Captured(self.forward, decoder._pool)
+
+    def load(self, embeds: Any, positions: Any) -> None:
+        """Copy a prompt's embeddings (and positions) in; padding repeats the last token's."""
+        real, size = embeds.shape[1], self.embeds.shape[1]
+        self.embeds[:, :real].copy_(embeds)
+        self.embeds[:, real:].copy_(embeds[:, -1:].expand(1, size - real, -1))
+        if positions is not None:
+            self.positions[..., :real].copy_(positions)
+            self.positions[..., real:].copy_(
+                positions[..., -1:].expand_as(self.positions[..., real:])
+            )
+
+    def forward(self) -> Any:
+        """The padded tokens at the cache's end; their hidden states (the decoder's cache grows
+        by the padded length). Without positions the model derives them from the cache's
+        on-device length, as a captured step does."""
+        output = self.original(
+            inputs_embeds=self.embeds,
+            attention_mask=self.decoder.causal_mask(self.offsets),
+            position_ids=self.positions,
+            cache=self.decoder.cache,
+            **self.extras,
+        )
+        return output.last_hidden_state
+
+
+@contextmanager
+def _swapped_forward(module: Any, forward: Callable[..., Any]) -> Iterator[None]:
+    """Within the block ``module``'s forward is ``forward(original, *args, **kwargs)`` (nothing
+    is swapped for a None module)."""
+    if module is None:
+        yield
+        return
+    own = module.__dict__.get("forward")  # an instance's own forward (accelerate's hooks)
+    original = module.forward
+    module.forward = functools.partial(forward, original)
+    try:
+        yield
+    finally:
+        if own is None:
+            del module.forward
+        else:
+            module.forward = own
+
+
 class _Captured:
     """A forward pass over fixed buffers: run eagerly once on a side stream (the warm-up), then
-    captured with ``torch.cuda.CUDAGraph`` and replayed. Used only where graphs are on (CUDA)."""
+    captured with ``torch.cuda.CUDAGraph`` and replayed. Used only where graphs are on (CUDA).
+    ``pool`` is a memory pool shared with other graphs that never run at the same time."""
 
-    def __init__(self, forward: Callable[[], Any]) -> None:
+    def __init__(self, forward: Callable[[], Any], pool: Any = None) -> None:
         self.forward = forward
+        self.pool = pool
         self.graph: Any = None
         self.output: Any = None
         self.error: str | None = None  # why it could not be captured
@@ -281,7 +492,7 @@ class _Captured:
         # Capturing records kernels without running them: the cache and its length are untouched.
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, pool=self.pool):
                 self.output = self.forward()
         except Exception as exc:  # a host sync or an op CUDA graphs cannot hold: stay eager
             self.error = f"{type(exc).__name__}: {exc}"

@@ -320,8 +320,9 @@ def _assemble(
         and not embedding
         and quirks_for(resolved.model_type).static_decode
     ):
-        # The follow-up's captured prefill (engine.backends.static_decode) keeps a memory pool
-        # of its own, which holds one dequantised weight for as long as the model is loaded.
+        # The captured prefills (engine.backends.static_decode) keep a memory pool of their
+        # own, which holds one dequantised weight for as long as the model is loaded (their
+        # activations are those of the eager prefill counted above, held once more).
         activations += skeleton.largest_linear * target.dtype_bytes
     allocated = weights + kv + activations
     if target.device == "cuda":

@@ -46,7 +46,9 @@ def sharpen_attention(model: Any, factor: float = 10.0) -> None:
 
     with torch.no_grad():
         for name, module in model.named_modules():
-            if "language_model" in name and name.endswith(("q_proj", "k_proj")):
+            if ("language_model" in name or "text_model" in name) and name.endswith(
+                ("q_proj", "k_proj")
+            ):
                 module.weight.mul_(factor)
 
 

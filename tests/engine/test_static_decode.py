@@ -51,9 +51,9 @@ class PrefillLengths:
         self.lengths: list[int] = []
         original = backend.decoder.prefill
 
-        def prefill(inputs: dict[str, Any]) -> Any:
+        def prefill(inputs: dict[str, Any], start: int = 0) -> Any:
             self.lengths.append(int(inputs["input_ids"].shape[-1]))
-            return original(inputs)
+            return original(inputs, start)
 
         backend.decoder.prefill = prefill  # type: ignore[method-assign]
 
@@ -565,3 +565,75 @@ def test_a_long_follow_up_is_one_ordinary_prefill(tiny_model, picture) -> None:
     assert reused.cached_tokens > 0 and new_tokens > 8 * MAX_PIECES
     assert pieces.count == 0 and prefills.lengths[-1] == new_tokens
     assert reused.token_ids == fresh
+
+
+@pytest.mark.parametrize("family", GENERATIVE)
+def test_a_first_turn_padded_to_its_prefill_bucket_answers_like_generate(
+    family, tiny_model, picture
+) -> None:
+    """On a GPU a first turn's language-model prefill replays a graph captured for its length
+    rounded up to a bucket: here the same padded forward runs eagerly, for every family. Two
+    conversations: the first one's prefill fills the fresh cache as usual."""
+    backend = LocalHFBackend.load(LoadSpec(str(tiny_model(family)), "none", "cpu"))
+    if not quirks_for(backend.resolved.model_type).static_decode:
+        pytest.skip(f"{family} keeps generate()")
+    sharpen_attention(backend.model)
+    first_turn, follow_up = two_turns(picture)
+    other_turn, other_follow_up = two_turns(picture, "Describe the picture in a few words.")
+    expected = []
+    for messages in (first_turn, follow_up, other_turn, other_follow_up):
+        backend.prefix_cache.clear()
+        expected.append(answer(backend, messages).token_ids)
+    prompt = int(backend.build_inputs(other_turn)["input_ids"].shape[-1])
+    bucket = 16 if prompt % 16 else 7  # the prompt does not fill its bucket: padding is used
+    backend.set_static_decode(True, prefill_bucket=bucket)
+    decoder = backend.decoder
+    assert decoder is not None and decoder.prefill_bucket == bucket
+
+    got, bucketed = [], []
+    for messages in (first_turn, follow_up, other_turn, other_follow_up):
+        if messages is other_turn:
+            backend.prefix_cache.clear()  # a new conversation, as after another picture
+        got.append(answer(backend, messages))
+        bucketed.append(decoder.prefills_bucketed)
+    assert [result.token_ids for result in got] == expected
+    last = got[-1]
+    assert decoder.length() == last.prompt_tokens + last.completion_tokens - 1
+    if backend.resolved.model_type == "paligemma":
+        # Its prefix attends both ways: its own mask, which the bucket's causal one is not.
+        assert bucketed == [0, 0, 0, 0]
+    else:
+        # The fresh cache is written eagerly first; then the follow-up (no captured pieces on
+        # the CPU: its text after the cached picture), the new first turn, and its follow-up.
+        assert bucketed == [0, 1, 2, 3]
+
+
+def test_prefill_buckets_keep_a_few_lengths_and_leave_long_prompts_eager(
+    tiny_model, picture
+) -> None:
+    """4-bit weights, several first-turn lengths: each bucket's forward is kept (up to a few),
+    a prompt over ``max_prefill`` is one ordinary prefill, and every answer is generate's."""
+    from engine.backends.static_decode import MAX_PREFILL_GRAPHS
+
+    backend = LocalHFBackend.load(LoadSpec(str(tiny_model("llava")), "nf4", "cpu"))
+    questions = [
+        [p.ChatMessage(role="user", text="Why? " * words, images=[picture])]
+        for words in (1, 6, 12, 18, 24, 30, 1)
+    ]
+    expected = []
+    for messages in questions:
+        backend.prefix_cache.clear()
+        expected.append(answer(backend, messages).token_ids)
+    backend.set_static_decode(True, prefill_bucket=8)
+    decoder = backend.decoder
+    assert decoder is not None
+    prompts = [int(backend.build_inputs(m)["input_ids"].shape[-1]) for m in questions]
+    decoder.max_prefill = sorted(prompts)[-2]  # the longest prompt stays eager
+    got = []
+    for messages in questions:
+        backend.prefix_cache.clear()
+        got.append(answer(backend, messages).token_ids)
+    assert got == expected
+    # The first write is eager, and so is the prompt over the limit.
+    assert decoder.prefills_bucketed == len(questions) - 2
+    assert len(decoder._prefills) == MAX_PREFILL_GRAPHS

@@ -1,5 +1,5 @@
-"""On an NVIDIA GPU: the captured decode step and the captured follow-up prefill give the answers
-``generate`` gives. Skipped without CUDA; the CPU tests in ``test_static_decode.py`` pin the
+"""On an NVIDIA GPU: the captured decode step and the captured prefills (a first turn's, a
+follow-up's) give the answers ``generate`` gives. Skipped without CUDA; the CPU tests in ``test_static_decode.py`` pin the
 same forward passes run eagerly, these pin their capture and replay.
 
     python -m pytest tests/engine/test_static_decode_cuda.py
@@ -42,20 +42,26 @@ def test_captured_step_and_follow_up_answer_like_generate(
         sharpen_attention(backend.model, factor=4.0)  # a replay that misreads positions shows
     one = two_turns(picture, "What is this?")
     two = two_turns(picture, "Describe the picture.")
-    expected = plain_answers(backend, [*one, *two])
+    three = two_turns(picture, "What is it?")  # one's prefill bucket: its graph is replayed
+    expected = plain_answers(backend, [*one, *two, *three])
 
     assert backend.set_static_decode(True)
     decoder = backend.decoder
     assert decoder is not None and decoder.use_graphs and decoder.chunk > 0
     got = []
-    for first, follow_up in (one, two):
+    for first, follow_up in (one, two, three):
+        backend.prefix_cache.clear()  # each first turn prefills its picture and question
         got.append(answer(backend, first).token_ids)
         reused = answer(backend, follow_up)
         assert reused.cached_tokens > 0
         got.append(reused.token_ids)
     assert decoder.graph_error is None and decoder.chunk_error is None
+    assert decoder.prefill_error is None
     assert decoder.steps_replayed > 0
     assert decoder.chunks_replayed > 0, "the second follow-up replays the captured prefill"
+    # The first conversation fills the fresh cache eagerly, the second captures its first turn's
+    # prefill, the third replays it.
+    assert decoder.prefills_replayed > 0
     assert backend.info().decoding == "cuda-graphs"
     assert got == expected
 
@@ -73,6 +79,7 @@ def test_warm_up_captures_both_graphs_before_the_first_question(
     backend.warm_up(messages.append)
     assert messages == ["Preparing fast decoding"]
     assert decoder._step.captured and decoder._extend.captured
+    assert any(prefill.captured.captured for prefill in decoder._prefills.values())
     replayed = decoder.chunks_replayed
     assert [answer(backend, first).token_ids, answer(backend, follow_up).token_ids] == expected
     assert decoder.chunks_replayed > replayed
