@@ -5,7 +5,8 @@ the follow-up's piece would then stay eager (``graph_error``/``chunk_error``), s
 slower. And a graph replays the addresses it was captured with: a tensor that a new turn or
 conversation puts somewhere else would be read stale, silently (Qwen2-VL's ``rope_deltas`` once
 was). The GPU tests (``test_static_decode_cuda.py``) capture two families; here the same
-forwards of every family that decodes in the engine's loop run on the CPU under both watches.
+forwards of every family that decodes in the engine's loop run on the CPU under both watches:
+the one-token step, a follow-up's piece, and a first turn's bucketed prefill.
 """
 
 from __future__ import annotations
@@ -105,18 +106,39 @@ class ExternalInputs(TorchDispatchMode):
         return result
 
 
-def captured_forwards(decoder: Any) -> tuple[tuple[str, Any], ...]:
-    """What a GPU captures: the one-token step and a follow-up's piece."""
-    return (("decode step", decoder._forward), ("piece", decoder._chunk_forward))
+def captured_forwards(decoder: Any) -> list[tuple[str, Any]]:
+    """What a GPU captures: the one-token step, a follow-up's piece, and each first-turn
+    prefill length seen (written from the cache's start, as a first turn is)."""
+    forwards = [("decode step", decoder._forward), ("piece", decoder._chunk_forward)]
+    for key, prefill in decoder._prefills.items():
+        forwards.append((f"prefill of {key[0]}", _from_the_start(decoder, prefill.forward)))
+    return forwards
+
+
+def _from_the_start(decoder: Any, forward: Any) -> Any:
+    def run() -> Any:
+        decoder.cache.reset()  # device writes only: the cache's length goes back to 0
+        return forward()
+
+    return run
 
 
 def in_the_loop(tiny_model, family: str) -> LocalHFBackend:
-    """The family's tiny model decoding in the engine's loop, follow-ups in pieces of 8."""
+    """The family's tiny model decoding in the engine's loop: follow-ups in pieces of 8, first
+    turns padded to 128 tokens (one bucket for every picture these tests use)."""
     backend = LocalHFBackend.load(LoadSpec(str(tiny_model(family)), "none", "cpu"))
     if not quirks_for(backend.resolved.model_type).static_decode:
         pytest.skip(f"{family} keeps generate()")
-    backend.set_static_decode(True, chunk=8)
+    backend.set_static_decode(True, chunk=8, prefill_bucket=128)
     return backend
+
+
+def first_turn_twice(backend: LocalHFBackend, messages: list[p.ChatMessage]) -> None:
+    """Answer a first turn as two new conversations: a fresh cache is written eagerly, the
+    second one runs the bucketed prefill."""
+    for _ in range(2):
+        backend.prefix_cache.clear()
+        answer(backend, messages)
 
 
 def in_conversation(tiny_model, picture: str, family: str) -> LocalHFBackend:
@@ -124,15 +146,19 @@ def in_conversation(tiny_model, picture: str, family: str) -> LocalHFBackend:
     family, its images' rotary offset in place)."""
     backend = in_the_loop(tiny_model, family)
     first_turn, _ = two_turns(picture)
-    answer(backend, first_turn)
+    first_turn_twice(backend, first_turn)
     return backend
 
 
 @pytest.mark.parametrize("family", GENERATIVE)
-def test_the_captured_step_and_piece_read_nothing_on_the_host(family, tiny_model, picture) -> None:
-    decoder = in_conversation(tiny_model, picture, family).decoder
+def test_the_captured_forwards_read_nothing_on_the_host(family, tiny_model, picture) -> None:
+    backend = in_conversation(tiny_model, picture, family)
+    decoder = backend.decoder
     assert decoder is not None and decoder.chunk == 8
-    for name, forward in captured_forwards(decoder):
+    forwards = captured_forwards(decoder)
+    # Every family's first turn is bucketed but PaliGemma's, whose prefix attends both ways.
+    assert len(forwards) == 2 + (backend.resolved.model_type != "paligemma")
+    for name, forward in forwards:
         with torch.inference_mode(), HostReads() as reads:
             forward()
         assert reads.found == [], f"{family}'s {name} reads values on the host: {reads.found}"
@@ -152,7 +178,7 @@ def test_the_watch_sees_a_host_read(tiny_model, picture) -> None:
 
 
 @pytest.mark.parametrize("family", GENERATIVE)
-def test_the_captured_step_and_piece_read_the_same_places_in_every_conversation(
+def test_the_captured_forwards_read_the_same_places_in_every_conversation(
     family, tiny_model, tmp_path
 ) -> None:
     backend = in_the_loop(tiny_model, family)
@@ -163,8 +189,9 @@ def test_the_captured_step_and_piece_read_the_same_places_in_every_conversation(
     for size, colour in (((224, 56), (200, 40, 40)), ((56, 168), (40, 40, 200))):
         picture = tmp_path / f"{size[0]}x{size[1]}.png"
         Image.new("RGB", size, colour).save(picture)
-        backend.prefix_cache.clear()  # a new conversation
-        answer(backend, [p.ChatMessage(role="user", text="What is this?", images=[str(picture)])])
+        first_turn_twice(
+            backend, [p.ChatMessage(role="user", text="What is this?", images=[str(picture)])]
+        )
         read = {}
         for name, forward in captured_forwards(decoder):
             with torch.inference_mode(), ExternalInputs() as inputs:
