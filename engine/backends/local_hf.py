@@ -461,8 +461,10 @@ class LocalHFBackend:
         streamer.put(input_ids)
         if cached_tokens == 0:
             decoder.rewind(0)
+            mask = inputs.get("attention_mask")
+            padded = mask is not None and not bool(mask.all())  # read where it is (the host)
             forward = {k: v for k, v in self._to_device(inputs).items() if k != "labels"}
-            first_logits = decoder.prefill(forward)
+            first_logits = decoder.prefill(forward, padded=padded)
         else:
             # Only the new text: the images and the conversation so far are in the cache.
             new_text = input_ids[:, cached_tokens:].to(self.model.device)

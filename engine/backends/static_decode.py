@@ -188,14 +188,18 @@ class StaticDecoder:
         self._prefills: OrderedDict[tuple[Any, ...], _Prefill] = OrderedDict()
 
     # --- the forward passes ------------------------------------------------------------------
-    def prefill(self, inputs: dict[str, Any], start: int = 0) -> Any:
+    def prefill(self, inputs: dict[str, Any], start: int = 0, padded: bool | None = None) -> Any:
         """Run the new tokens (and any images) after the ``start`` cached positions through the
         model; the last position's logits.
 
         Where first turns are captured (``prefill_bucket``) the model's own forward runs as
         usual up to its language model, whose forward is swapped for the bucket's graph for
-        the length of this call."""
-        text_model = self._bucketed_text_model(inputs, start)
+        the length of this call. ``padded`` says whether the attention mask hides any token; a
+        caller that knows it spares a read of the mask on the device (a wait for the GPU)."""
+        if padded is None:
+            mask = inputs.get("attention_mask")
+            padded = mask is not None and not bool(mask.all())
+        text_model = None if padded else self._bucketed_text_model(inputs, start)
         with _swapped_forward(text_model, self._bucketed_text_forward):
             output = self.model(**inputs, cache=self.cache, use_cache=True, logits_to_keep=1)
         if self.mrope:
@@ -208,11 +212,11 @@ class StaticDecoder:
 
     def _bucketed_text_model(self, inputs: dict[str, Any], start: int) -> Any:
         """The language model whose forward a graph can stand in for during this prefill, or
-        None: one conversation, no padding, a cache that holds the bucket and has been written
-        once (its tensors exist), no earlier failure."""
+        None: one conversation, a cache that holds the bucket and has been written once (its
+        tensors exist), no earlier failure."""
         if not self.prefill_bucket or self.prefill_error or self.cache is None:
             return None
-        input_ids, mask = inputs.get("input_ids"), inputs.get("attention_mask")
+        input_ids = inputs.get("input_ids")
         if input_ids is None or input_ids.shape[0] != 1:
             return None
         total = int(input_ids.shape[-1])
@@ -221,8 +225,6 @@ class StaticDecoder:
             return None
         if not getattr(self.cache.layers[0], "is_initialized", False):
             return None  # a fresh cache is allocated by its first (eager) write
-        if mask is not None and not bool(mask.all()):
-            return None
         get_decoder = getattr(self.model, "get_decoder", None)
         return get_decoder() if get_decoder is not None else None
 
@@ -291,7 +293,7 @@ class StaticDecoder:
             or self.chunk_error
             or start + pieces * self.chunk > self.capacity
         ):
-            return self.prefill({"input_ids": input_ids}, start)
+            return self.prefill({"input_ids": input_ids}, start, padded=False)
         logits: Any = None
         for offset in range(0, total, self.chunk):
             piece = input_ids[:, offset : offset + self.chunk]

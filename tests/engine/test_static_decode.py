@@ -51,9 +51,9 @@ class PrefillLengths:
         self.lengths: list[int] = []
         original = backend.decoder.prefill
 
-        def prefill(inputs: dict[str, Any], start: int = 0) -> Any:
+        def prefill(inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
             self.lengths.append(int(inputs["input_ids"].shape[-1]))
-            return original(inputs, start)
+            return original(inputs, *args, **kwargs)
 
         backend.decoder.prefill = prefill  # type: ignore[method-assign]
 
@@ -312,7 +312,7 @@ def test_a_failing_static_loop_falls_back_to_generate_but_out_of_memory_is_repor
     question = [p.ChatMessage(role="user", text="What is this?", images=[picture])]
     plain = answer(backend, question)
 
-    def broken(_inputs: dict[str, Any]) -> Any:
+    def broken(_inputs: dict[str, Any], **_kwargs: Any) -> Any:
         raise RuntimeError("an op this family's forward cannot do here")
 
     backend.set_static_decode(True)
@@ -321,7 +321,7 @@ def test_a_failing_static_loop_falls_back_to_generate_but_out_of_memory_is_repor
     assert answer(backend, question).token_ids == plain.token_ids  # the answer still comes
     assert backend.decoder is None  # and generate() is used from now on
 
-    def out_of_memory(_inputs: dict[str, Any]) -> Any:
+    def out_of_memory(_inputs: dict[str, Any], **_kwargs: Any) -> Any:
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     backend.set_static_decode(True)
@@ -460,10 +460,10 @@ def test_the_decode_step_reads_positions_only_from_buffers_that_outlive_a_conver
     real: dict[str, Any] = {}
     prefill = decoder.prefill
 
-    def prefill_then_garble(inputs: dict[str, Any]) -> Any:
+    def prefill_then_garble(inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         if "deltas" in real:
             inner.rope_deltas = real["deltas"]  # what a follow-up's prefill legitimately needs
-        logits = prefill(inputs)
+        logits = prefill(inputs, *args, **kwargs)
         real["deltas"] = inner.rope_deltas
         inner.rope_deltas = torch.full_like(inner.rope_deltas, 999)
         return logits
