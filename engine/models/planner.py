@@ -321,8 +321,10 @@ def _assemble(
         and quirks_for(resolved.model_type).static_decode
     ):
         # The captured prefills (engine.backends.static_decode) keep a memory pool of their
-        # own, which holds one dequantised weight for as long as the model is loaded (their
-        # activations are those of the eager prefill counted above, held once more).
+        # own for as long as the model is loaded: one dequantised weight, and the activations
+        # of the longest prefill captured. Those are the eager prefill's, counted once above,
+        # as in the allocated peak this plan is measured against (a replay allocates nothing);
+        # bench/decode_gpu.py's "held" column shows the pool as well.
         activations += skeleton.largest_linear * target.dtype_bytes
     allocated = weights + kv + activations
     if target.device == "cuda":
