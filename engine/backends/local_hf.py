@@ -203,7 +203,9 @@ class LocalHFBackend:
 
         from engine.backends.static_decode import BUCKET
 
-        self.decoder.reserve(4 * BUCKET)  # a chat with one image fits; longer ones re-capture
+        # A chat with one picture and the app's longest answer by default (1,024 tokens) fits;
+        # a longer one grows the cache, and its graphs are captured again.
+        self.decoder.reserve(8 * BUCKET)
         short = Sampling(max_new_tokens=3, temperature=0.0)
         with tempfile.TemporaryDirectory(prefix="vd-warm-up-") as folder:
             picture = Path(folder) / "grey.png"

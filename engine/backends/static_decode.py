@@ -151,7 +151,10 @@ class StaticDecoder:
             if self.use_graphs:
                 self.use_graphs = False
                 self.graph_error = "sliding-window attention layers: decoding eagerly"
-        return keep > 0 and old is not None and _copy_prefix(old, self.cache, keep)
+        # The new cache's tensors are allocated like the old one's (and the kept prefix
+        # copied), so that its first prefill can already run through a captured graph.
+        copied = old is not None and _copy_prefix(old, self.cache, keep)
+        return keep > 0 and copied
 
     def length(self) -> int:
         return int(self.cache.get_seq_length()) if self.cache is not None else 0
@@ -224,7 +227,7 @@ class StaticDecoder:
         if total > self.max_prefill or start + padded > self.capacity:
             return None
         if not getattr(self.cache.layers[0], "is_initialized", False):
-            return None  # a fresh cache is allocated by its first (eager) write
+            return None  # a model's first cache is allocated by its first (eager) write
         get_decoder = getattr(self.model, "get_decoder", None)
         return get_decoder() if get_decoder is not None else None
 
@@ -514,7 +517,8 @@ def _mask_kind(model: Any) -> str | None:
 
 
 def _copy_prefix(old: Any, new: Any, tokens: int) -> bool:
-    """Copy the first ``tokens`` positions of every layer of ``old`` into ``new``."""
+    """Allocate every layer of ``new`` as ``old``'s is and copy in its first ``tokens``
+    positions (none: only allocated); False where the layers cannot be carried over."""
     pairs = list(zip(old.layers, new.layers, strict=True))
     if any(
         getattr(layer, "is_sliding", False) or not getattr(layer, "is_initialized", False)

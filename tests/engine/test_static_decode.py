@@ -184,6 +184,29 @@ def test_the_cache_grows_in_buckets_and_a_longer_turn_keeps_the_conversation(
     assert fresh.cached_tokens == 0 and fresh.token_ids == longer.token_ids
 
 
+def test_a_grown_cache_is_allocated_at_once_so_its_first_turn_is_bucketed(
+    tiny_model, picture
+) -> None:
+    """Only a model's first cache is written eagerly first: one that grows is allocated like the
+    old one, so a new conversation that needs more room still runs its prefill through a graph
+    (its bucket's, on a GPU)."""
+    backend = LocalHFBackend.load(LoadSpec(str(tiny_model("llava")), "nf4", "cpu"))
+    question = [p.ChatMessage(role="user", text="What is this?", images=[picture])]
+    long = p.Sampling(max_new_tokens=3 * BUCKET)
+    backend.prefix_cache.clear()
+    expected = answer(backend, question, sampling=long).token_ids
+    backend.set_static_decode(True, prefill_bucket=16)
+    decoder = backend.decoder
+    assert decoder is not None
+    answer(backend, question)
+    capacity = decoder.capacity
+    backend.prefix_cache.clear()  # a new conversation that needs a larger cache
+    grown = answer(backend, question, sampling=long)
+    assert decoder.capacity > capacity
+    assert decoder.prefills_bucketed == 1
+    assert grown.token_ids == expected
+
+
 def test_warm_up_leaves_a_ready_cache_and_no_conversation_behind(tiny_model, picture) -> None:
     backend = LocalHFBackend.load(LoadSpec(str(tiny_model("llava")), "nf4", "cpu"))
     question = [p.ChatMessage(role="user", text="What is this?", images=[picture])]
@@ -194,7 +217,7 @@ def test_warm_up_leaves_a_ready_cache_and_no_conversation_behind(tiny_model, pic
     decoder = backend.decoder
     assert decoder is not None
     backend.warm_up(force=True)  # the GPU's warm-up, run eagerly
-    assert decoder.capacity >= 4 * BUCKET
+    assert decoder.capacity >= 8 * BUCKET
     assert backend.feature_cache.total_bytes() == 0
     after = answer(backend, question)
     assert after.cached_tokens == 0 and after.token_ids == plain.token_ids
