@@ -177,8 +177,8 @@ def time_engine(
     backend.decoder.reserve(backend.decoder.room_for(prompt, tokens))
     warm_started = time.perf_counter()
     # Warm-up: kernels, any compilation, and on CUDA the captures, as the engine's own warm-up
-    # does: the first run writes the fresh cache eagerly and captures the decode step, the
-    # second captures the first turn's prefill.
+    # does: the first run captures the image encoder and the decode step and writes the fresh
+    # cache eagerly, the second captures the first turn's prefill.
     run(8)
     run(8)
     _sync(device)
@@ -210,6 +210,8 @@ def time_engine(
         "prefill_bucket": decoder.prefill_bucket,
         "prefills_replayed": decoder.prefills_replayed,
         "prefill_error": decoder.prefill_error,
+        "visions_replayed": decoder.visions_replayed,
+        "vision_error": decoder.vision_error,
     }
 
 

@@ -166,6 +166,7 @@ class LocalHFBackend:
         fuse: bool = False,
         chunk: int | None = None,
         prefill_bucket: int | None = None,
+        capture_vision: bool | None = None,
     ) -> bool:
         """Use the engine's static-cache decode loop (True) or ``generate`` (False).
 
@@ -183,6 +184,7 @@ class LocalHFBackend:
                 fuse=fuse,
                 chunk=chunk,
                 prefill_bucket=prefill_bucket,
+                capture_vision=capture_vision,
             )
         return self.decoder is not None
 

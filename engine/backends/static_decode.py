@@ -12,13 +12,16 @@ path refuses bitsandbytes 4-bit, so the engine keeps its own loop:
   ~30 ms of GPU work, most of it in Python around bitsandbytes' matrix products, and a
   40-token follow-up costs about as much as an eager decode step. So:
 
-  - a first turn's images are encoded eagerly (their shapes vary), and the language model's
-    part, from the merged embeddings on, replays a graph captured for its length rounded up to
-    ``PREFILL_BUCKET`` tokens (up to ``MAX_PREFILL``; a few lengths are kept);
+  - a first turn's language-model part, from the merged embeddings on, replays a graph
+    captured for its length rounded up to ``PREFILL_BUCKET`` tokens (up to ``MAX_PREFILL``; a
+    few lengths are kept);
+  - its picture, where the family's encoder takes one tile's pixels alone (LLaVA, PaliGemma),
+    is encoded by a graph captured for the pixels' shape; other encoders read image grids or
+    patch masks on the host, and run eagerly;
   - text after a cached prefix (a follow-up) replays a graph of ``CHUNK`` tokens, piece by
     piece (up to ``MAX_PIECES``).
 
-  Both pad their last tokens and cut the cache's length back to the real tokens afterwards:
+  The two prefills pad their last tokens and cut the cache's length back to the real tokens:
   padding comes after the real tokens (causal: unseen by them) and its keys are overwritten by
   the next write. Anything a graph cannot take (a mask of the family's own, a batch, a longer
   prompt, a fresh cache) prefills eagerly as before;
@@ -62,6 +65,12 @@ PREFILL_BUCKET = 128
 # launches, and each captured length holds its own activations in the shared pool.
 MAX_PREFILL = 2048
 MAX_PREFILL_GRAPHS = 4  # captured lengths kept, least recently used dropped
+# A picture's encoder is captured too where its call takes the pixels alone (no grid or patch
+# mask read on the host: the LLaVA and PaliGemma families) and the picture is one tile; its
+# outputs (every layer's hidden states, ~30 MB for CLIP-L at 336 px) stay in the pool.
+MAX_VISION_GRAPHS = 2  # pixel shapes kept
+# Where the image encoder is found on the family's inner model.
+VISION_MODULES = ("vision_tower", "visual", "vision_model", "vision_encoder", "image_encoder")
 
 
 def capacity_for(tokens: int, limit: int | None = None) -> int:
@@ -85,6 +94,7 @@ class StaticDecoder:
         fuse: bool = False,
         chunk: int | None = None,
         prefill_bucket: int | None = None,
+        capture_vision: bool | None = None,
     ) -> None:
         import torch
 
@@ -113,6 +123,12 @@ class StaticDecoder:
         self.prefill_error: str | None = None  # why first turns were left eager, if they were
         self.prefills_replayed = 0  # first turns whose prefill replayed a captured graph
         self.prefills_bucketed = 0  # ...or ran padded to a bucket (eagerly, where asked for)
+        # Captured image encoder (``prefill``): wherever graphs are on; ``capture_vision`` forces
+        # its buffers on the CPU (run eagerly there).
+        self.capture_vision = self.use_graphs if capture_vision is None else capture_vision
+        self.vision_error: str | None = None  # why pictures were encoded eagerly, if they were
+        self.visions_replayed = 0  # pictures encoded by replaying a captured graph
+        self.visions_buffered = 0  # ...or through its buffers (eagerly, where asked for)
         self._mask_kind = _mask_kind(model)
         if self._mask_kind is None:
             self.chunk = 0
@@ -189,6 +205,7 @@ class StaticDecoder:
         self._step = _Captured(self._forward)
         self._extend = _Captured(self._chunk_forward, self._pool)
         self._prefills: OrderedDict[tuple[Any, ...], _Prefill] = OrderedDict()
+        self._visions: OrderedDict[tuple[Any, ...], _Vision] = OrderedDict()
 
     # --- the forward passes ------------------------------------------------------------------
     def prefill(self, inputs: dict[str, Any], start: int = 0, padded: bool | None = None) -> Any:
@@ -203,7 +220,11 @@ class StaticDecoder:
             mask = inputs.get("attention_mask")
             padded = mask is not None and not bool(mask.all())
         text_model = None if padded else self._bucketed_text_model(inputs, start)
-        with _swapped_forward(text_model, self._bucketed_text_forward):
+        vision = self._vision_module(inputs)
+        with (
+            _swapped_forward(text_model, self._bucketed_text_forward),
+            _swapped_forward(vision, self._captured_vision_forward),
+        ):
             output = self.model(**inputs, cache=self.cache, use_cache=True, logits_to_keep=1)
         if self.mrope:
             deltas = inner_model(self.model).rope_deltas
@@ -212,6 +233,60 @@ class StaticDecoder:
             else:
                 self._deltas.copy_(deltas.reshape(1, 1))
         return output.logits[:, -1, :]
+
+    def _vision_module(self, inputs: dict[str, Any]) -> Any:
+        """The image encoder whose forward a graph can stand in for during this prefill, or
+        None (no pictures, no graphs, an earlier failure, no encoder found)."""
+        if not self.capture_vision or self.vision_error or inputs.get("pixel_values") is None:
+            return None
+        inner = inner_model(self.model)
+        return next((getattr(inner, name) for name in VISION_MODULES if hasattr(inner, name)), None)
+
+    def _captured_vision_forward(
+        self, original: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        """The image encoder's forward: through the graph of its pixel shape where the call
+        takes one picture's pixels and nothing else read from a tensor, else ``original``."""
+        import torch
+
+        places: list[tuple[int | str, Any]] = [*enumerate(args), *kwargs.items()]
+        tensors = [(place, value) for place, value in places if isinstance(value, torch.Tensor)]
+        plain = (
+            len(tensors) == 1
+            and tensors[0][1].shape[0] == 1
+            and all(
+                value is None or isinstance(value, bool | int | str)
+                for _, value in places
+                if not isinstance(value, torch.Tensor)
+            )
+        )
+        if not plain:
+            return original(*args, **kwargs)
+        where, pixels = tensors[0]
+        others = tuple(sorted((str(place), value) for place, value in places if place != where))
+        key = (where, tuple(pixels.shape), pixels.dtype, others)
+        entry = self._visions.get(key)
+        if entry is None:
+            entry = _Vision(self, original, args, kwargs, where, pixels)
+            self._visions[key] = entry
+            while len(self._visions) > MAX_VISION_GRAPHS:
+                self._visions.popitem(last=False)
+        self._visions.move_to_end(key)
+        entry.pixels.copy_(pixels)
+        self.visions_buffered += 1
+        if not self.use_graphs:  # through the buffers, eagerly: where asked for (tests)
+            return entry.forward()
+        replayed = entry.captured.captured
+        output = entry.captured()
+        if entry.captured.error is not None:
+            self.vision_error = entry.captured.error  # the other graphs are unaffected
+            return output
+        if not replayed:
+            return output  # the warm-up's own copy
+        self.visions_replayed += 1
+        # A copy: the next picture's replay rewrites the graph's outputs, and the feature cache
+        # keeps these.
+        return _copied(output)
 
     def _bucketed_text_model(self, inputs: dict[str, Any], start: int) -> Any:
         """The language model whose forward a graph can stand in for during this prefill, or
@@ -446,6 +521,34 @@ class _Prefill:
         return output.last_hidden_state
 
 
+class _Vision:
+    """A picture shape's pixel buffer and its captured image-encoder forward."""
+
+    def __init__(
+        self,
+        decoder: StaticDecoder,
+        original: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        where: int | str,
+        pixels: Any,
+    ) -> None:
+        import torch
+
+        self.pixels: Any = torch.empty_like(pixels)
+        self.original = original
+        self.args = tuple(
+            self.pixels if place == where else value for place, value in enumerate(args)
+        )
+        self.kwargs = {
+            name: self.pixels if name == where else value for name, value in kwargs.items()
+        }
+        self.captured = _Captured(self.forward, decoder._pool)
+
+    def forward(self) -> Any:
+        return self.original(*self.args, **self.kwargs)
+
+
 @contextmanager
 def _swapped_forward(module: Any, forward: Callable[..., Any]) -> Iterator[None]:
     """Within the block ``module``'s forward is ``forward(original, *args, **kwargs)`` (nothing
@@ -492,7 +595,7 @@ class _Captured:
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
-            result = self.forward().clone()
+            result = _copied(self.forward())
         torch.cuda.current_stream().wait_stream(stream)
         # Capturing records kernels without running them: the cache and its length are untouched.
         graph = torch.cuda.CUDAGraph()
@@ -507,6 +610,14 @@ class _Captured:
             return result
         self.graph = graph
         return result
+
+
+def _copied(output: Any) -> Any:
+    """``output`` with each tensor in it cloned (a tensor, a tuple, a ModelOutput)."""
+    import torch
+    from torch.utils._pytree import tree_map
+
+    return tree_map(lambda value: value.clone() if torch.is_tensor(value) else value, output)
 
 
 def _mask_kind(model: Any) -> str | None:

@@ -6,7 +6,8 @@ slower. And a graph replays the addresses it was captured with: a tensor that a 
 conversation puts somewhere else would be read stale, silently (Qwen2-VL's ``rope_deltas`` once
 was). The GPU tests (``test_static_decode_cuda.py``) capture two families; here the same
 forwards of every family that decodes in the engine's loop run on the CPU under both watches:
-the one-token step, a follow-up's piece, and a first turn's bucketed prefill.
+the one-token step, a follow-up's piece, a first turn's bucketed prefill, and the image
+encoder where it is captured.
 """
 
 from __future__ import annotations
@@ -107,11 +108,14 @@ class ExternalInputs(TorchDispatchMode):
 
 
 def captured_forwards(decoder: Any) -> list[tuple[str, Any]]:
-    """What a GPU captures: the one-token step, a follow-up's piece, and each first-turn
-    prefill length seen (written from the cache's start, as a first turn is)."""
+    """What a GPU captures: the one-token step, a follow-up's piece, each first-turn prefill
+    length seen (written from the cache's start, as a first turn is), and each picture shape's
+    encoder."""
     forwards = [("decode step", decoder._forward), ("piece", decoder._chunk_forward)]
     for key, prefill in decoder._prefills.items():
         forwards.append((f"prefill of {key[0]}", _from_the_start(decoder, prefill.forward)))
+    for key, vision in decoder._visions.items():
+        forwards.append((f"image encoder for {key[1]}", vision.forward))
     return forwards
 
 
@@ -125,11 +129,12 @@ def _from_the_start(decoder: Any, forward: Any) -> Any:
 
 def in_the_loop(tiny_model, family: str) -> LocalHFBackend:
     """The family's tiny model decoding in the engine's loop: follow-ups in pieces of 8, first
-    turns padded to 128 tokens (one bucket for every picture these tests use)."""
+    turns padded to 128 tokens (one bucket for every picture these tests use), pictures through
+    the encoder's buffers where its call allows."""
     backend = LocalHFBackend.load(LoadSpec(str(tiny_model(family)), "none", "cpu"))
     if not quirks_for(backend.resolved.model_type).static_decode:
         pytest.skip(f"{family} keeps generate()")
-    backend.set_static_decode(True, chunk=8, prefill_bucket=128)
+    backend.set_static_decode(True, chunk=8, prefill_bucket=128, capture_vision=True)
     return backend
 
 
@@ -156,8 +161,10 @@ def test_the_captured_forwards_read_nothing_on_the_host(family, tiny_model, pict
     decoder = backend.decoder
     assert decoder is not None and decoder.chunk == 8
     forwards = captured_forwards(decoder)
-    # Every family's first turn is bucketed but PaliGemma's, whose prefix attends both ways.
-    assert len(forwards) == 2 + (backend.resolved.model_type != "paligemma")
+    # Every family's first turn is bucketed but PaliGemma's, whose prefix attends both ways;
+    # the encoder is captured where its call takes one tile's pixels alone.
+    kind = backend.resolved.model_type
+    assert len(forwards) == 2 + (kind != "paligemma") + (kind in ("llava", "paligemma"))
     for name, forward in forwards:
         with torch.inference_mode(), HostReads() as reads:
             forward()

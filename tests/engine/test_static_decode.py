@@ -595,7 +595,8 @@ def test_a_first_turn_padded_to_its_prefill_bucket_answers_like_generate(
     family, tiny_model, picture
 ) -> None:
     """On a GPU a first turn's language-model prefill replays a graph captured for its length
-    rounded up to a bucket: here the same padded forward runs eagerly, for every family. Two
+    rounded up to a bucket, and a one-tile picture's encoder one captured for its pixel shape:
+    here the same forwards, through the same buffers, run eagerly, for every family. Two
     conversations: the first one's prefill fills the fresh cache as usual."""
     backend = LocalHFBackend.load(LoadSpec(str(tiny_model(family)), "none", "cpu"))
     if not quirks_for(backend.resolved.model_type).static_decode:
@@ -609,7 +610,7 @@ def test_a_first_turn_padded_to_its_prefill_bucket_answers_like_generate(
         expected.append(answer(backend, messages).token_ids)
     prompt = int(backend.build_inputs(other_turn)["input_ids"].shape[-1])
     bucket = 16 if prompt % 16 else 7  # the prompt does not fill its bucket: padding is used
-    backend.set_static_decode(True, prefill_bucket=bucket)
+    backend.set_static_decode(True, prefill_bucket=bucket, capture_vision=True)
     decoder = backend.decoder
     assert decoder is not None and decoder.prefill_bucket == bucket
 
@@ -622,6 +623,10 @@ def test_a_first_turn_padded_to_its_prefill_bucket_answers_like_generate(
     assert [result.token_ids for result in got] == expected
     last = got[-1]
     assert decoder.length() == last.prompt_tokens + last.completion_tokens - 1
+    # The picture's encoder runs through its buffers where its call takes one tile's pixels and
+    # nothing else read from a tensor (the others: grids, patch masks, several tiles), once:
+    # the second conversation's picture comes from the feature cache.
+    assert decoder.visions_buffered == (family in ("llava", "paligemma"))
     if backend.resolved.model_type == "paligemma":
         # Its prefix attends both ways: its own mask, which the bucket's causal one is not.
         assert bucketed == [0, 0, 0, 0]
@@ -660,3 +665,32 @@ def test_prefill_buckets_keep_a_few_lengths_and_leave_long_prompts_eager(
     # The first write is eager, and so is the prompt over the limit.
     assert decoder.prefills_bucketed == len(questions) - 2
     assert len(decoder._prefills) == MAX_PREFILL_GRAPHS
+
+
+def test_pictures_of_one_shape_share_the_encoders_buffers_and_answer_like_generate(
+    tiny_model, tmp_path
+) -> None:
+    """Each new picture is copied into the same pixel buffer (on a GPU: the captured encoder's
+    input) and answers as ``generate`` does; a picture seen before comes from the feature cache."""
+    backend = LocalHFBackend.load(LoadSpec(str(tiny_model("llava")), "nf4", "cpu"))
+    pictures = []
+    for name, colour in (("red", (200, 30, 30)), ("green", (30, 200, 30))):
+        path = tmp_path / f"{name}.png"
+        image = Image.new("RGB", (64, 48), colour)
+        image.paste((20, 20, 20), (5, 5, 30, 20))
+        image.save(path)
+        pictures.append([p.ChatMessage(role="user", text="What is this?", images=[str(path)])])
+    expected = []
+    for question in pictures:
+        expected.append(answer(backend, question).token_ids)
+    assert expected[0] != expected[1], "the pictures must tell apart"
+    backend.forget_images()
+    backend.set_static_decode(True, capture_vision=True)
+    decoder = backend.decoder
+    assert decoder is not None
+    got = []
+    for question in (*pictures, pictures[0]):
+        backend.prefix_cache.clear()
+        got.append(answer(backend, question).token_ids)
+    assert got == [*expected, expected[0]]
+    assert decoder.visions_buffered == 2 and len(decoder._visions) == 1

@@ -83,3 +83,34 @@ def test_warm_up_captures_both_graphs_before_the_first_question(
     replayed = decoder.chunks_replayed
     assert [answer(backend, first).token_ids, answer(backend, follow_up).token_ids] == expected
     assert decoder.chunks_replayed > replayed
+
+
+@pytest.mark.parametrize("quant", ["nf4", "none"])
+def test_a_captured_image_encoder_answers_like_generate_for_each_new_picture(
+    quant: str, tiny_model: Any, tmp_path: Any
+) -> None:
+    """LLaVA's encoder takes one picture's pixels alone: captured for their shape, it is
+    replayed for every new picture of that shape, and its outputs are copied out (the feature
+    cache keeps them while the next replay rewrites the graph's)."""
+    from PIL import Image
+
+    backend = LocalHFBackend.load(LoadSpec(str(tiny_model("llava")), quant, "cuda"))
+    questions = []
+    for index, colour in enumerate(((200, 30, 30), (30, 200, 30), (30, 30, 200), (90, 90, 90))):
+        path = tmp_path / f"{index}.png"
+        image = Image.new("RGB", (64, 48), colour)
+        image.paste((240, 240, 240), (5, 5, 30, 20))
+        image.save(path)
+        questions.append([p.ChatMessage(role="user", text="What is this?", images=[str(path)])])
+    expected = plain_answers(backend, questions)
+    backend.forget_images()
+    assert backend.set_static_decode(True)
+    decoder = backend.decoder
+    assert decoder is not None and decoder.capture_vision
+    got = []
+    for question in [*questions, questions[0]]:  # the last one from the feature cache
+        backend.prefix_cache.clear()
+        got.append(answer(backend, question).token_ids)
+    assert decoder.vision_error is None
+    assert decoder.visions_replayed >= 2  # the first picture captures, the next ones replay
+    assert got == [*expected, expected[0]]
