@@ -194,9 +194,10 @@ class StaticDecoder:
     def release(self) -> None:
         self.cache = None
         self.capacity = 0
-        # The prefill graphs (a follow-up's pieces, each first-turn length) share one memory pool:
-        # one runs at a time and each one's output is read before another is replayed, so their
-        # dequantised weights and activations need be held once. The step keeps its own.
+        # The prefill graphs (a follow-up's pieces, each first-turn length, each picture shape's
+        # encoder) share one memory pool: one runs at a time and each one's output is read (or
+        # copied) before another is replayed, so their dequantised weights and activations need
+        # be held once. The step keeps its own.
         self._pool: Any = None
         if self.use_graphs:
             import torch
@@ -213,8 +214,9 @@ class StaticDecoder:
         model; the last position's logits.
 
         Where first turns are captured (``prefill_bucket``) the model's own forward runs as
-        usual up to its language model, whose forward is swapped for the bucket's graph for
-        the length of this call. ``padded`` says whether the attention mask hides any token; a
+        usual but for its language model, whose forward is swapped for the bucket's graph for
+        the length of this call, and its image encoder, swapped for its pixel shape's graph
+        (``capture_vision``). ``padded`` says whether the attention mask hides any token; a
         caller that knows it spares a read of the mask on the device (a wait for the GPU)."""
         if padded is None:
             mask = inputs.get("attention_mask")
