@@ -139,6 +139,7 @@ class MainWindow(QMainWindow):
         self.session.routing = self.cloud_settings.routing_fields
         self.session.sampling = self.cloud_settings.sampling
         self.session.system_prompt = lambda: self.cloud_settings.system_prompt
+        self.session.image_max_pixels = lambda: self.cloud_settings.image_max_pixels
         self.status_bar = EngineStatusBar()
         self.setStatusBar(self.status_bar)
         self.new_action = self._action("New chat", QKeySequence.StandardKey.New, self.new_chat)

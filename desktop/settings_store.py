@@ -71,6 +71,19 @@ IDLE_UNLOAD_CHOICES = {
     "15": "After 15 minutes idle",
     "60": "After an hour idle",
 }
+# Pictures for local models that read them at their own resolution (the Qwen2-VL family).
+PICTURE_DETAIL = Setting(
+    "engine/image_max_pixels",
+    str(p.CHAT_IMAGE_MAX_PIXELS),
+    "For local models that read a picture at its own resolution (the Qwen2-VL family): more "
+    "pixels read smaller print, but the answer starts later and takes more memory. Other "
+    "models resize every picture to their fixed size.",
+)
+PICTURE_DETAIL_CHOICES = {
+    str(p.CHAT_IMAGE_MAX_PIXELS): "Standard: up to 1 megapixel (about 1,300 image tokens)",
+    str(2 * p.CHAT_IMAGE_MAX_PIXELS): "Fine: up to 2 megapixels (small print)",
+    str(4 * p.CHAT_IMAGE_MAX_PIXELS): "Finest: up to 4 megapixels (slow; needs more memory)",
+}
 
 # How chat answers are written (local models and cloud alike).
 ANSWER_TOKENS = Setting(
@@ -148,6 +161,11 @@ class CloudSettings:
     @property
     def system_prompt(self) -> str:
         return self.get(SYSTEM_PROMPT).strip()
+
+    @property
+    def image_max_pixels(self) -> int:
+        choice = self.get(PICTURE_DETAIL)
+        return int(choice if choice in PICTURE_DETAIL_CHOICES else PICTURE_DETAIL.default)
 
     @property
     def idle_unload_minutes(self) -> int:

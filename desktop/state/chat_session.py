@@ -111,6 +111,8 @@ class ChatSession(QObject):
         # How answers are written (the Settings): sampling, and instructions sent first.
         self.sampling: Callable[[], p.Sampling] = p.Sampling
         self.system_prompt: Callable[[], str] = str
+        # The pixel cap of pictures for models that keep their resolution (None: the engine's).
+        self.image_max_pixels: Callable[[], int | None] = lambda: None
         self.adapter: str | None = None  # a LoRA adapter folder applied over the chosen model
         self._jobs: dict[str, Message] = {}  # job id -> the assistant message it writes
         self._renders: dict[str, Path] = {}  # job id -> a PDF whose pages are being rendered
@@ -433,6 +435,7 @@ class ChatSession(QObject):
             quant=choice.quant,
             device=choice.device,
             sampling=self.sampling(),
+            image_max_pixels=self.image_max_pixels(),
             **self._chat_fields(routing),
         )
         self._jobs[job_id] = answer

@@ -35,6 +35,8 @@ from desktop.settings_store import (
     DECODING_CHOICES,
     IDLE_UNLOAD,
     IDLE_UNLOAD_CHOICES,
+    PICTURE_DETAIL,
+    PICTURE_DETAIL_CHOICES,
     POLICY,
     PROVIDER_MODELS,
     REMOTE_MODEL,
@@ -255,6 +257,13 @@ class SettingsView(QWidget):
             self.idle_combo.addItem(label, choice)
         form.addRow("Free the memory", self.idle_combo)
         self.idle_combo.currentIndexChanged.connect(self._on_idle_changed)
+        self.detail_combo = QComboBox()
+        self.detail_combo.setObjectName("pictureDetailCombo")
+        self.detail_combo.setToolTip(PICTURE_DETAIL.description)
+        for choice, label in PICTURE_DETAIL_CHOICES.items():
+            self.detail_combo.addItem(label, choice)
+        form.addRow("Picture detail", self.detail_combo)
+        self.detail_combo.currentIndexChanged.connect(self._on_detail_changed)
         return box
 
     def _add_box(self, box: ProviderBox, layout: QVBoxLayout) -> None:
@@ -283,6 +292,9 @@ class SettingsView(QWidget):
         self.decoding_combo.setCurrentIndex(self.decoding_combo.findData(self.settings.decoding))
         self.idle_combo.setCurrentIndex(
             self.idle_combo.findData(str(self.settings.idle_unload_minutes))
+        )
+        self.detail_combo.setCurrentIndex(
+            self.detail_combo.findData(str(self.settings.image_max_pixels))
         )
         self.policy_combo.setCurrentIndex(self.policy_combo.findData(self.settings.policy))
         self.provider_combo.setCurrentIndex(self.provider_combo.findData(self.settings.provider))
@@ -373,6 +385,11 @@ class SettingsView(QWidget):
     @Slot(int)
     def _on_idle_changed(self, index: int) -> None:
         self.settings.set(IDLE_UNLOAD, str(self.idle_combo.itemData(index)))
+        self._changed()
+
+    @Slot(int)
+    def _on_detail_changed(self, index: int) -> None:
+        self.settings.set(PICTURE_DETAIL, str(self.detail_combo.itemData(index)))
         self._changed()
 
     @Slot(int)

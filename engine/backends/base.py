@@ -64,9 +64,12 @@ class Backend(Protocol):
         on_text: TextSink,
         cancelled: CancelCheck,
         json_schema: dict[str, Any] | None = None,
+        image_max_pixels: int | None = None,
     ) -> GenerationResult:
         """Answer the conversation. With ``json_schema``, the answer is JSON conforming to it:
-        constrained while decoding where the backend can, validated afterwards by the caller."""
+        constrained while decoding where the backend can, validated afterwards by the caller.
+        ``image_max_pixels`` caps the pictures of models that read them at their own
+        resolution (None: ``CHAT_IMAGE_MAX_PIXELS``); other backends scale as they must."""
         ...
 
     def close(self) -> None: ...

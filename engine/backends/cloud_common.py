@@ -684,6 +684,7 @@ class CloudBackend:
         on_text: TextSink,
         cancelled: CancelCheck,
         json_schema: dict[str, Any] | None = None,
+        image_max_pixels: int | None = None,  # providers scale pictures to their own limits
     ) -> GenerationResult:
         if not messages or messages[-1].role != "user":
             raise BadInput("A chat request must end with a user message.")

@@ -26,7 +26,7 @@ from engine.models.resolve import (
     check_weights,
     resolve_model,
 )
-from engine.protocol import ChatMessage, ModelInfo, Sampling
+from engine.protocol import CHAT_IMAGE_MAX_PIXELS, ChatMessage, ModelInfo, Sampling
 from engine.runtime import LoadSpec
 
 log = logging.getLogger(__name__)
@@ -119,6 +119,8 @@ class LocalHFBackend:
         self.feature_cache.install(model)
         self.pixel_cache = PixelCache()
         self.pixel_cache.install(processor)
+        # An adapter's pictures keep the size it was trained at (set on the processor at load).
+        self.adapter_image_budget: int | None = None
         self._decoded: dict[str, Any] = {}  # image key -> decoded picture, oldest first
         # The static-cache loop (CUDA graphs on NVIDIA GPUs) where the family supports it; on
         # the CPU plain generate() is as fast, so it is used there unless asked for.
@@ -146,7 +148,10 @@ class LocalHFBackend:
         device = resolve_device(spec.device)
         quant = resolve_quant(spec.quant, device)
         model, processor = _load_pretrained(resolved, spec, device, quant)
-        return cls(resolved, model, processor, quant, device)
+        backend = cls(resolved, model, processor, quant, device)
+        if spec.adapter:
+            backend.adapter_image_budget = _training_image_budget(spec.adapter)
+        return backend
 
     def info(self) -> ModelInfo:
         import msgspec
@@ -255,13 +260,18 @@ class LocalHFBackend:
 
     # --- inputs ------------------------------------------------------------------------------
     def build_inputs(
-        self, messages: list[ChatMessage], image_keys: tuple[str, ...] = (), on_device: bool = True
+        self,
+        messages: list[ChatMessage],
+        image_keys: tuple[str, ...] = (),
+        on_device: bool = True,
+        image_max_pixels: int | None = None,
     ) -> Any:
         """Processor inputs for a conversation, on the model's device (public for tests/bench).
 
         ``image_keys`` (content hashes of the images, in order) let the image processor's work
         be reused for pictures it has seen. ``on_device=False`` leaves them on the host, for a
-        caller that moves only what it uses (a follow-up turn needs no pixels)."""
+        caller that moves only what it uses (a follow-up turn needs no pixels).
+        ``image_max_pixels``: see ``image_budget``."""
         if not messages or messages[-1].role != "user":
             raise BadInput("A chat request must end with a user message.")
         paths = [path for message in messages for path in message.images]
@@ -279,10 +289,27 @@ class LocalHFBackend:
                     images=images or None,
                     return_tensors="pt",
                     **self.quirks.processor_kwargs,
+                    **(self.image_budget(image_max_pixels) if images else {}),
                 )
         except (ValueError, TypeError) as exc:
             raise BadInput(f"The model's processor rejected this input: {exc}") from exc
         return self._to_device(inputs) if on_device else inputs
+
+    def image_budget(self, max_pixels: int | None) -> dict[str, int]:
+        """The processor's pixel cap for a request, for processors that keep a picture's own
+        resolution (the Qwen2-VL family; others resize to their fixed sizes or tiles): at most
+        ``max_pixels`` (None: ``CHAT_IMAGE_MAX_PIXELS``), never more than the model's own limit
+        nor less than its minimum. None for an adapter, which keeps its training size."""
+        image_processor = getattr(self.processor, "image_processor", None)
+        if not hasattr(image_processor, "merge_size") or self.adapter_image_budget:
+            return {}
+        size = dict(getattr(image_processor, "size", None) or {})
+        cap = max_pixels or CHAT_IMAGE_MAX_PIXELS
+        if size.get("longest_edge"):  # Qwen's "longest_edge" is a pixel count
+            cap = min(cap, int(size["longest_edge"]))
+        if size.get("shortest_edge"):
+            cap = max(cap, int(size["shortest_edge"]))
+        return {"max_pixels": cap}
 
     def _to_device(self, inputs: Any) -> Any:
         return inputs.to(self.model.device, dtype=self.model.dtype)
@@ -343,6 +370,7 @@ class LocalHFBackend:
         on_text: TextSink,
         cancelled: CancelCheck,
         json_schema: dict[str, Any] | None = None,
+        image_max_pixels: int | None = None,
     ) -> GenerationResult:
         import torch
         from transformers import LogitsProcessorList
@@ -351,7 +379,7 @@ class LocalHFBackend:
 
         started = time.perf_counter()
         images = tuple(image_key(path) for message in messages for path in message.images)
-        inputs = self.build_inputs(messages, images, on_device=False)
+        inputs = self.build_inputs(messages, images, False, image_max_pixels)
         for attempt in (1, 2):
             processors = LogitsProcessorList()  # a grammar's matcher starts afresh each attempt
             if json_schema is not None:
@@ -615,12 +643,19 @@ def _load_pretrained(
 
 def _use_training_image_budget(processor: Any, adapter: str) -> None:
     """Images reach an adapter at the size it was trained on (Qwen2-VL family's pixel cap)."""
-    from engine.finetune.adapters import read_notes
     from engine.finetune.collate import apply_image_budget
 
+    budget = _training_image_budget(adapter)
+    if budget and apply_image_budget(processor, budget):
+        log.info("image budget of the adapter: %d pixels", budget)
+
+
+def _training_image_budget(adapter: str) -> int | None:
+    """The pixel cap an adapter was trained with, where it had one."""
+    from engine.finetune.adapters import read_notes
+
     budget = read_notes(adapter).get("image_max_pixels")
-    if budget and apply_image_budget(processor, int(budget)):
-        log.info("image budget of the adapter: %d pixels", int(budget))
+    return int(budget) if budget else None
 
 
 def _require_bitsandbytes(quant: str) -> None:

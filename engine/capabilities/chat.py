@@ -45,7 +45,11 @@ def _chat_local(
     runtime.busy(True)
     try:
         generation = backend.chat(
-            command.messages, command.sampling, on_text=job.delta, cancelled=lambda: job.cancelled
+            command.messages,
+            command.sampling,
+            on_text=job.delta,
+            cancelled=lambda: job.cancelled,
+            image_max_pixels=command.image_max_pixels,
         )
     finally:
         runtime.busy(False)

@@ -197,6 +197,8 @@ class PagePipeline:
             on_text=lambda text: None,
             cancelled=self.cancelled,
             json_schema=schema,
+            # Pages are rendered within the extraction's own budget: none is scaled again.
+            image_max_pixels=self.options.max_pixels,
         )
         if generation.reason == "cancelled" or self.cancelled():
             raise ExtractionCancelled()

@@ -17,6 +17,11 @@ ENGINE_VERSION = "0.1.0"
 # a bigger file than this no document or photo needs. The window checks attachments by them.
 MAX_IMAGE_PIXELS = 120_000_000
 MAX_FILE_BYTES = 512 * 1024 * 1024
+# Pictures for models that read them at their own resolution (the Qwen2-VL family) are scaled to
+# at most this many pixels unless a request says otherwise: Qwen's recommended 1280 × 28 × 28
+# (~1 MP, ~1,280 image tokens). The models' own limit, ~12.8 MP, lets a phone photo become
+# ~15,000 tokens: minutes of prefill, and gigabytes of cache and activations.
+CHAT_IMAGE_MAX_PIXELS = 1280 * 28 * 28
 
 FinishReason = Literal["done", "length", "cancelled", "error"]
 Quantization = Literal["nf4", "int8", "none", "auto"]
@@ -139,6 +144,9 @@ class Chat(Command, tag="chat"):
     policy: str | None = None  # local_only (default) | local_then_ask | local_then_cloud | …
     never_send: bool = False  # the conversation or document must never leave this machine
     adapter: str | None = None  # a fine-tuned adapter folder applied over the base model
+    # At most this many pixels per picture for models that read pictures at their own
+    # resolution (local Qwen2-VL family); None: CHAT_IMAGE_MAX_PIXELS.
+    image_max_pixels: int | None = None
 
 
 class Cancel(Command, tag="cancel"):

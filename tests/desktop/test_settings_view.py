@@ -229,6 +229,7 @@ def test_a_chat_carries_the_answer_settings_and_the_instructions_first(
     qtbot.waitUntil(lambda: not window.session.busy, timeout=10_000)
     [chat] = chats(command_log)
     assert chat.sampling == p.Sampling(temperature=0.5, max_new_tokens=300)
+    assert chat.image_max_pixels == p.CHAT_IMAGE_MAX_PIXELS  # the standard picture detail
     assert chat.messages == [
         p.ChatMessage("system", "Be brief."),
         p.ChatMessage("user", "Describe it"),
@@ -245,3 +246,26 @@ def test_the_idle_unload_choice_persists(qtbot, qsettings, keys, view) -> None:
     assert again.idle_combo.currentData() == "15" and again.settings.idle_unload_minutes == 15
     qsettings.setValue("engine/idle_unload_minutes", "7")  # not a choice offered: off
     assert again.settings.idle_unload_minutes == 0
+
+
+def test_the_picture_detail_persists_and_reaches_each_chat(
+    qtbot, qsettings, keys, view, make_window, command_log
+) -> None:
+    from tests.desktop.helpers import chats
+
+    assert view.settings.image_max_pixels == p.CHAT_IMAGE_MAX_PIXELS
+    assert view.detail_combo.currentText().startswith("Standard: up to 1 megapixel")
+    view.detail_combo.setCurrentIndex(2)
+    again = SettingsView(CloudSettings(qsettings), keys)
+    qtbot.addWidget(again)
+    assert again.settings.image_max_pixels == 4 * p.CHAT_IMAGE_MAX_PIXELS
+    assert again.detail_combo.currentText().startswith("Finest")
+    qsettings.setValue("engine/image_max_pixels", "12845056")  # not a choice offered: standard
+    assert again.settings.image_max_pixels == p.CHAT_IMAGE_MAX_PIXELS
+
+    window = make_window()
+    window.settings_view.detail_combo.setCurrentIndex(1)
+    assert window.send_message("Read the small print")
+    qtbot.waitUntil(lambda: not window.session.busy, timeout=10_000)
+    [chat] = chats(command_log)
+    assert chat.image_max_pixels == 2 * p.CHAT_IMAGE_MAX_PIXELS

@@ -27,7 +27,7 @@ class ScriptedBackend:
             model="scripted", path="", family="x", quant="none", device="cpu", dtype="f"
         )
 
-    def chat(self, messages, sampling, *, on_text, cancelled) -> GenerationResult:
+    def chat(self, messages, sampling, *, on_text, cancelled, **_options) -> GenerationResult:
         if messages[-1].text == "fail":
             raise BadInput("that input is bad")
         if messages[-1].text == "crash":

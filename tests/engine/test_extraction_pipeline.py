@@ -156,10 +156,12 @@ class ScriptedBackend:
     def info(self) -> p.ModelInfo:
         return p.ModelInfo("scripted", "/dev/null", "test", "none", "cpu", "float32")
 
-    def chat(self, messages, sampling, *, on_text, cancelled, json_schema=None) -> GenerationResult:
+    def chat(
+        self, messages, sampling, *, on_text, cancelled, json_schema=None, image_max_pixels=None
+    ) -> GenerationResult:
         self.calls.append(
             {"prompt": messages[-1].text, "images": messages[-1].images, "schema": json_schema,
-             "max_new_tokens": sampling.max_new_tokens}
+             "max_new_tokens": sampling.max_new_tokens, "image_max_pixels": image_max_pixels}
         )  # fmt: skip
         text, reason = self.answers.pop(0)
         return GenerationResult(text=text, reason=reason, completion_tokens=len(text) // 3)  # type: ignore[arg-type]
@@ -242,6 +244,10 @@ def test_the_retry_wins_when_it_fixes_the_check(invoice_page, tmp_path: Path) ->
     assert result.data == GOOD_INVOICE
     assert [issue.check for issue in result.issues] == ["retry"]
     assert result.provenance is not None and result.provenance.two_pass
+    # Pages come rendered within the extraction's budget: the model does not scale them again.
+    assert [call["image_max_pixels"] for call in backend.calls] == [
+        px.ExtractOptions().max_pixels
+    ] * 3
 
 
 def test_an_answer_cut_off_at_the_limit_is_retried_with_limits_that_fit_the_budget(

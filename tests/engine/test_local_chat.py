@@ -44,6 +44,7 @@ def direct_generate(
     messages: list[p.ChatMessage],
     prompt_format: str = "chat_template",
     max_new_tokens: int = MAX_NEW,
+    **processor_kwargs: int,
 ) -> list[int]:
     """What a person would write with transformers alone: NF4 on the CPU, greedy."""
     from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
@@ -76,7 +77,7 @@ def direct_generate(
     else:  # PaliGemma: the text is the prefix; the processor puts image tokens and BOS first
         prompt = messages[-1].text
     pil = [Image.open(path).convert("RGB") for m in messages for path in m.images]
-    inputs = processor(text=[prompt], images=pil, return_tensors="pt")
+    inputs = processor(text=[prompt], images=pil, return_tensors="pt", **processor_kwargs)
     with torch.inference_mode():
         output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
     return output[0, inputs["input_ids"].shape[-1] :].tolist()
@@ -234,3 +235,58 @@ def test_sampling_with_a_seed_is_reproducible(engine, tiny_model, images) -> Non
     second, _ = engine.run(p.Chat(job_id=job_id(), **chat))
     assert first.result and second.result
     assert first.result["token_ids"] == second.result["token_ids"]
+
+
+def test_a_picture_budget_scales_pictures_for_models_that_keep_their_resolution(
+    engine, tiny_model, tmp_path
+) -> None:
+    """Qwen2-VL reads a picture at its own resolution, up to ~12.8 MP (a phone photo: ~15,000
+    tokens). A request's budget caps it (by default ``CHAT_IMAGE_MAX_PIXELS``), never above the
+    model's own limit; the answer is the one transformers gives for the picture at that cap."""
+    model_dir = tiny_model("qwen2_vl")
+    picture = tmp_path / "photo.png"
+    Image.new("RGB", (224, 168), (30, 90, 200)).save(picture)
+    messages = [p.ChatMessage(role="user", text="What is this?", images=[str(picture)])]
+
+    def ask(budget: int | None) -> dict:
+        finished, _ = engine.run(
+            p.Chat(
+                job_id=job_id(),
+                messages=messages,
+                model=str(model_dir),
+                quant="nf4",
+                device="cpu",
+                sampling=p.Sampling(max_new_tokens=8),
+                return_token_ids=True,
+                image_max_pixels=budget,
+            )
+        )
+        assert finished.reason in ("done", "length"), finished.message
+        assert finished.result is not None
+        return finished.result
+
+    default, small, huge = ask(None), ask(5_000), ask(10**9)
+    assert p.CHAT_IMAGE_MAX_PIXELS > 224 * 168  # the tiny model's own limit (12,544) applies
+    assert small["prompt_tokens"] < default["prompt_tokens"] == huge["prompt_tokens"]
+    expected = direct_generate(model_dir, messages, max_new_tokens=8, max_pixels=5_000)
+    assert small["token_ids"] == expected
+
+
+def test_the_default_picture_budget_applies_only_where_the_model_keeps_the_resolution(
+    tiny_model,
+) -> None:
+    from engine.backends.local_hf import LocalHFBackend
+    from engine.runtime import LoadSpec
+
+    qwen = LocalHFBackend.load(LoadSpec(str(tiny_model("qwen2_vl")), "none", "cpu"))
+    image_processor = qwen.processor.image_processor
+    # A real Qwen2-VL's own limit: 12,845,056 pixels, and a minimum of 3,136.
+    image_processor.size = {**dict(image_processor.size), "longest_edge": 12_845_056}
+    assert qwen.image_budget(None) == {"max_pixels": p.CHAT_IMAGE_MAX_PIXELS}
+    assert qwen.image_budget(2_000_000) == {"max_pixels": 2_000_000}
+    assert qwen.image_budget(10**9) == {"max_pixels": 12_845_056}
+    assert qwen.image_budget(100) == {"max_pixels": int(image_processor.size["shortest_edge"])}
+    qwen.adapter_image_budget = 401_408  # an adapter keeps the size it was trained at
+    assert qwen.image_budget(None) == {}
+    llava = LocalHFBackend.load(LoadSpec(str(tiny_model("llava")), "none", "cpu"))
+    assert llava.image_budget(None) == {}  # resized to its fixed 336-px-class size anyway
