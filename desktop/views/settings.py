@@ -263,6 +263,9 @@ class SettingsView(QWidget):
         for choice, label in PICTURE_DETAIL_CHOICES.items():
             self.detail_combo.addItem(label, choice)
         form.addRow("Picture detail", self.detail_combo)
+        hint = QLabel("For models that read pictures at their own size (Qwen2-VL family).")
+        hint.setObjectName("hint")
+        form.addRow("", hint)
         self.detail_combo.currentIndexChanged.connect(self._on_detail_changed)
         return box
 
