@@ -299,7 +299,7 @@ class LocalHFBackend:
         """The processor's pixel cap for a request, for processors that keep a picture's own
         resolution (the Qwen2-VL family; others resize to their fixed sizes or tiles): at most
         ``max_pixels`` (None: ``CHAT_IMAGE_MAX_PIXELS``), never more than the model's own limit
-        nor less than its minimum. None for an adapter, which keeps its training size."""
+        nor less than its minimum. Nothing for an adapter, which keeps its training size."""
         image_processor = getattr(self.processor, "image_processor", None)
         if not hasattr(image_processor, "merge_size") or self.adapter_image_budget:
             return {}
