@@ -37,10 +37,11 @@ def test_every_finetune_command_round_trips(command: p.Command) -> None:
 def test_adapter_fields_are_optional_for_older_clients() -> None:
     old = json.dumps({"type": "chat", "job_id": "x", "messages": [{"role": "user", "text": "hi"}]})
     chat = p.decode_command(old)
-    assert isinstance(chat, p.Chat) and chat.adapter is None
+    assert isinstance(chat, p.Chat) and chat.adapter is None and chat.image_max_pixels is None
     load = p.decode_command(json.dumps({"type": "load_model", "job_id": "y", "model": "/m"}))
     assert isinstance(load, p.LoadModel) and load.adapter is None
-    assert list(p.Chat.__struct_fields__)[-1] == "adapter"  # new fields only at the end
+    fields = list(p.Chat.__struct_fields__)  # new fields only at the end, in the order added
+    assert fields[fields.index("adapter") :] == ["adapter", "image_max_pixels"]
     assert list(p.LoadModel.__struct_fields__)[-1] == "adapter"
 
 
