@@ -240,34 +240,43 @@ class SettingsView(QWidget):
     def _local_box(self) -> QGroupBox:
         box = QGroupBox("Local models")
         form = QFormLayout(box)
-        self.decoding_combo = QComboBox()
-        self.decoding_combo.setObjectName("decodingCombo")
-        self.decoding_combo.setToolTip(DECODING.description)
-        for choice, label in DECODING_CHOICES.items():
-            self.decoding_combo.addItem(label, choice)
-        form.addRow("Decoding", self.decoding_combo)
-        note = QLabel("Applies when the engine next starts.")
-        note.setObjectName("hint")
-        form.addRow("", note)
-        self.decoding_combo.currentIndexChanged.connect(self._on_decoding_changed)
-        self.idle_combo = QComboBox()
-        self.idle_combo.setObjectName("idleUnloadCombo")
-        self.idle_combo.setToolTip(IDLE_UNLOAD.description)
-        for choice, label in IDLE_UNLOAD_CHOICES.items():
-            self.idle_combo.addItem(label, choice)
-        form.addRow("Free the memory", self.idle_combo)
-        self.idle_combo.currentIndexChanged.connect(self._on_idle_changed)
-        self.detail_combo = QComboBox()
-        self.detail_combo.setObjectName("pictureDetailCombo")
-        self.detail_combo.setToolTip(PICTURE_DETAIL.description)
-        for choice, label in PICTURE_DETAIL_CHOICES.items():
-            self.detail_combo.addItem(label, choice)
-        form.addRow("Picture detail", self.detail_combo)
-        hint = QLabel("For models that read pictures at their own size (Qwen2-VL family).")
-        hint.setObjectName("hint")
-        form.addRow("", hint)
-        self.detail_combo.currentIndexChanged.connect(self._on_detail_changed)
+        self.decoding_combo = self._choice(
+            form, "Decoding", "decodingCombo", DECODING, DECODING_CHOICES,
+            hint="Applies when the engine next starts.",
+        )  # fmt: skip
+        self.idle_combo = self._choice(
+            form, "Free the memory", "idleUnloadCombo", IDLE_UNLOAD, IDLE_UNLOAD_CHOICES
+        )
+        self.detail_combo = self._choice(
+            form, "Picture detail", "pictureDetailCombo", PICTURE_DETAIL, PICTURE_DETAIL_CHOICES,
+            hint="For models that read pictures at their own size (Qwen2-VL family).",
+        )  # fmt: skip
         return box
+
+    def _choice(
+        self,
+        form: QFormLayout,
+        label: str,
+        name: str,
+        setting: Setting[str],
+        choices: dict[str, str],
+        hint: str = "",
+    ) -> QComboBox:
+        """A setting chosen from a list, saved as it changes; a hint line under it if given."""
+        combo = QComboBox()
+        combo.setObjectName(name)
+        combo.setToolTip(setting.description)
+        for choice, text in choices.items():
+            combo.addItem(text, choice)
+        form.addRow(label, combo)
+        if hint:
+            note = QLabel(hint)
+            note.setObjectName("hint")
+            form.addRow("", note)
+        combo.currentIndexChanged.connect(
+            lambda index: self._on_choice_changed(setting, str(combo.itemData(index)))
+        )
+        return combo
 
     def _add_box(self, box: ProviderBox, layout: QVBoxLayout) -> None:
         self.boxes[box.provider] = box
@@ -380,20 +389,10 @@ class SettingsView(QWidget):
         if not self._loading:  # filling the widgets from the settings writes nothing back
             self.settings.set(setting, value)
 
-    @Slot(int)
-    def _on_decoding_changed(self, index: int) -> None:
-        self.settings.set(DECODING, str(self.decoding_combo.itemData(index)))
-        self._changed()
-
-    @Slot(int)
-    def _on_idle_changed(self, index: int) -> None:
-        self.settings.set(IDLE_UNLOAD, str(self.idle_combo.itemData(index)))
-        self._changed()
-
-    @Slot(int)
-    def _on_detail_changed(self, index: int) -> None:
-        self.settings.set(PICTURE_DETAIL, str(self.detail_combo.itemData(index)))
-        self._changed()
+    def _on_choice_changed(self, setting: Setting[str], value: str) -> None:
+        if not self._loading:  # filling the widgets from the settings writes nothing back
+            self.settings.set(setting, value)
+            self._changed()
 
     @Slot(int)
     def _on_policy_combo_changed(self, index: int) -> None:
