@@ -137,10 +137,14 @@ class CloudSettings:
     def model_for(self, provider: str) -> str:
         return self.get(PROVIDER_MODELS[provider]) if provider in PROVIDER_MODELS else ""
 
+    def choice(self, setting: Setting[str], choices: dict[str, str]) -> str:
+        """A setting offered as a list; its default where the stored value is not offered."""
+        value = self.get(setting)
+        return value if value in choices else setting.default
+
     @property
     def decoding(self) -> str:
-        choice = self.get(DECODING)
-        return choice if choice in DECODING_CHOICES else DECODING.default
+        return self.choice(DECODING, DECODING_CHOICES)
 
     def number(self, setting: Setting[str], bounds: tuple[float, float]) -> float:
         """A numeric setting within ``bounds``; its default where the stored text is no number."""
@@ -164,13 +168,11 @@ class CloudSettings:
 
     @property
     def image_max_pixels(self) -> int:
-        choice = self.get(PICTURE_DETAIL)
-        return int(choice if choice in PICTURE_DETAIL_CHOICES else PICTURE_DETAIL.default)
+        return int(self.choice(PICTURE_DETAIL, PICTURE_DETAIL_CHOICES))
 
     @property
     def idle_unload_minutes(self) -> int:
-        choice = self.get(IDLE_UNLOAD)
-        return int(choice) if choice in IDLE_UNLOAD_CHOICES else 0
+        return int(self.choice(IDLE_UNLOAD, IDLE_UNLOAD_CHOICES))
 
     def engine_environment(self) -> dict[str, str]:
         """Variables the engine process is started with."""

@@ -188,17 +188,7 @@ class Storage:
                 (conversation_id,),
             ).fetchone()
             message.position = int(row[0])
-            self._db.execute(
-                "INSERT INTO messages (id, conversation_id, position, role, text, status,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (message.id, conversation_id, message.position, role, text, status, now),
-            )
-            for index, attachment in enumerate(message.attachments):
-                self._db.execute(
-                    "INSERT INTO message_attachments (message_id, position, sha256, name)"
-                    " VALUES (?, ?, ?, ?)",
-                    (message.id, index, attachment.sha256, attachment.name),
-                )
+            self._insert(message)
             self._db.execute(
                 "UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id)
             )
@@ -223,22 +213,26 @@ class Storage:
         """Put deleted messages back as they were: ids, places, texts, statuses, pictures."""
         with self._transaction():
             for message in messages:
-                self._db.execute(
-                    "INSERT INTO messages (id, conversation_id, position, role, text, status,"
-                    " error_code, error_message, provenance, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        message.id, message.conversation_id, message.position, message.role,
-                        message.text, message.status, message.error_code, message.error_message,
-                        json.dumps(message.provenance), message.created_at,
-                    ),
-                )  # fmt: skip
-                for index, attachment in enumerate(message.attachments):
-                    self._db.execute(
-                        "INSERT INTO message_attachments (message_id, position, sha256, name)"
-                        " VALUES (?, ?, ?, ?)",
-                        (message.id, index, attachment.sha256, attachment.name),
-                    )
+                self._insert(message)
+
+    def _insert(self, message: Message) -> None:
+        """One message's row and its attachment links (inside the caller's transaction)."""
+        self._db.execute(
+            "INSERT INTO messages (id, conversation_id, position, role, text, status,"
+            " error_code, error_message, provenance, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                message.id, message.conversation_id, message.position, message.role,
+                message.text, message.status, message.error_code, message.error_message,
+                json.dumps(message.provenance), message.created_at,
+            ),
+        )  # fmt: skip
+        for index, attachment in enumerate(message.attachments):
+            self._db.execute(
+                "INSERT INTO message_attachments (message_id, position, sha256, name)"
+                " VALUES (?, ?, ?, ?)",
+                (message.id, index, attachment.sha256, attachment.name),
+            )
 
     def delete_messages_from(self, conversation_id: str, position: int) -> int:
         """Delete the message at ``position`` and every later one (an edit replaces them)."""

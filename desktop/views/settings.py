@@ -207,7 +207,7 @@ class SettingsView(QWidget):
         note.setObjectName("hint")
         form.addRow("", note)
         self.system_edit.textChanged.connect(
-            lambda: self._set_answer(SYSTEM_PROMPT, self.system_edit.toPlainText())
+            lambda: self._save(SYSTEM_PROMPT, self.system_edit.toPlainText())
         )
         return box
 
@@ -233,7 +233,7 @@ class SettingsView(QWidget):
         spin.setSuffix(suffix)
         spin.setSpecialValueText(special)
         spin.setToolTip(setting.description)
-        spin.valueChanged.connect(lambda value: self._set_answer(setting, f"{value:g}"))
+        spin.valueChanged.connect(lambda value: self._save(setting, f"{value:g}"))
         form.addRow(label, spin)
         return spin
 
@@ -274,7 +274,7 @@ class SettingsView(QWidget):
             note.setObjectName("hint")
             form.addRow("", note)
         combo.currentIndexChanged.connect(
-            lambda index: self._on_choice_changed(setting, str(combo.itemData(index)))
+            lambda index: self._save(setting, str(combo.itemData(index)), announce=True)
         )
         return combo
 
@@ -385,13 +385,12 @@ class SettingsView(QWidget):
         box.set_model(current or (models[0] if models else ""))
 
     # --- persistence -----------------------------------------------------------------------------
-    def _set_answer(self, setting: Setting[str], value: str) -> None:
-        if not self._loading:  # filling the widgets from the settings writes nothing back
-            self.settings.set(setting, value)
-
-    def _on_choice_changed(self, setting: Setting[str], value: str) -> None:
-        if not self._loading:  # filling the widgets from the settings writes nothing back
-            self.settings.set(setting, value)
+    def _save(self, setting: Setting[str], value: str, announce: bool = False) -> None:
+        """Store a changed setting; ``announce`` tells the window (settings it applies at once)."""
+        if self._loading:  # filling the widgets from the settings writes nothing back
+            return
+        self.settings.set(setting, value)
+        if announce:
             self._changed()
 
     @Slot(int)

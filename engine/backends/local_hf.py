@@ -150,7 +150,7 @@ class LocalHFBackend:
         model, processor = _load_pretrained(resolved, spec, device, quant)
         backend = cls(resolved, model, processor, quant, device)
         if spec.adapter:
-            backend.adapter_image_budget = _training_image_budget(spec.adapter)
+            backend.adapter_image_budget = _use_training_image_budget(processor, spec.adapter)
         return backend
 
     def info(self) -> ModelInfo:
@@ -636,26 +636,21 @@ def _load_pretrained(
         from engine.finetune.adapters import apply_adapter
 
         model = apply_adapter(model, spec.adapter)  # peft adapter over the (quantised) base
-        _use_training_image_budget(processor, spec.adapter)
     model.eval()
     return model, processor
 
 
-def _use_training_image_budget(processor: Any, adapter: str) -> None:
-    """Images reach an adapter at the size it was trained on (Qwen2-VL family's pixel cap)."""
+def _use_training_image_budget(processor: Any, adapter: str) -> int | None:
+    """Images reach an adapter at the size it was trained on (Qwen2-VL family's pixel cap);
+    that cap, where it had one."""
+    from engine.finetune.adapters import read_notes
     from engine.finetune.collate import apply_image_budget
 
-    budget = _training_image_budget(adapter)
-    if budget and apply_image_budget(processor, budget):
-        log.info("image budget of the adapter: %d pixels", budget)
-
-
-def _training_image_budget(adapter: str) -> int | None:
-    """The pixel cap an adapter was trained with, where it had one."""
-    from engine.finetune.adapters import read_notes
-
     budget = read_notes(adapter).get("image_max_pixels")
-    return int(budget) if budget else None
+    if budget and apply_image_budget(processor, int(budget)):
+        log.info("image budget of the adapter: %d pixels", int(budget))
+        return int(budget)
+    return None
 
 
 def _require_bitsandbytes(quant: str) -> None:

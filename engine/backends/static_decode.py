@@ -43,7 +43,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -267,13 +267,10 @@ class StaticDecoder:
         where, pixels = tensors[0]
         others = tuple(sorted((str(place), value) for place, value in places if place != where))
         key = (where, tuple(pixels.shape), pixels.dtype, others)
-        entry = self._visions.get(key)
-        if entry is None:
-            entry = _Vision(self, original, args, kwargs, where, pixels)
-            self._visions[key] = entry
-            while len(self._visions) > MAX_VISION_GRAPHS:
-                self._visions.popitem(last=False)
-        self._visions.move_to_end(key)
+        entry = _recent(
+            self._visions, key, MAX_VISION_GRAPHS,
+            lambda: _Vision(self, original, args, kwargs, where, pixels),
+        )  # fmt: skip
         entry.pixels.copy_(pixels)
         self.visions_buffered += 1
         if not self.use_graphs:  # through the buffers, eagerly: where asked for (tests)
@@ -338,13 +335,10 @@ class StaticDecoder:
         size = -(-real // self.prefill_bucket) * self.prefill_bucket
         rows = None if positions is None else tuple(positions.shape[:-1])
         key = (size, rows, embeds.dtype, tuple(sorted(extras.items())))
-        entry = self._prefills.get(key)
-        if entry is None:
-            entry = _Prefill(self, original, size, embeds, positions, extras)
-            self._prefills[key] = entry
-            while len(self._prefills) > MAX_PREFILL_GRAPHS:
-                self._prefills.popitem(last=False)
-        self._prefills.move_to_end(key)
+        entry = _recent(
+            self._prefills, key, MAX_PREFILL_GRAPHS,
+            lambda: _Prefill(self, original, size, embeds, positions, extras),
+        )  # fmt: skip
         entry.load(embeds, positions)
         self.prefills_bucketed += 1
         if not self.use_graphs:  # padded, eagerly: where asked for (tests)
@@ -612,6 +606,23 @@ class _Captured:
             return result
         self.graph = graph
         return result
+
+
+Entry = TypeVar("Entry")
+
+
+def _recent(
+    entries: OrderedDict[Any, Entry], key: Any, limit: int, make: Callable[[], Entry]
+) -> Entry:
+    """``entries[key]``, made if missing, now the most recent; the least recent beyond
+    ``limit`` are dropped (their graphs with them)."""
+    entry = entries.get(key)
+    if entry is None:
+        entry = entries[key] = make()
+        while len(entries) > limit:
+            entries.popitem(last=False)
+    entries.move_to_end(key)
+    return entry
 
 
 def _copied(output: Any) -> Any:
