@@ -26,6 +26,8 @@ log = logging.getLogger("visiondesk.chat")
 _TITLE_LENGTH = 48
 PDF_PAGES = 4  # a PDF dropped on the chat goes as pictures of its first pages
 PDF_LONG_SIDE = 1600  # pixels on a page's long side: small print stays legible
+# An answer's provenance key: the attachments (by hash) its engine could not read.
+UNREADABLE = "unreadable_pictures"
 
 
 def auto_title(text: str) -> str:
@@ -34,13 +36,26 @@ def auto_title(text: str) -> str:
     return title if len(title) <= _TITLE_LENGTH else title[: _TITLE_LENGTH - 1] + "…"
 
 
+# Picture formats that both this window (for the thumbnail) and the engine (Pillow) read. Qt also
+# draws SVG, XBM, XPM, ICNS and WBMP, which the engine cannot open.
+PICTURE_FORMATS = frozenset(
+    {"png", "jpeg", "jpg", "jfif", "webp", "gif", "bmp", "tif", "tiff", "ico", "cur", "tga",
+     "ppm", "pgm", "pbm"}
+)  # fmt: skip
+
+
 def attachment_problem(path: Path) -> str:
     """Why a file cannot go with a chat message, in a few words; "" if it can."""
     path = Path(path)
     reader = QImageReader(str(path))
     if not path.is_file() or not reader.canRead():
         return "not an image"
+    kind = bytes(reader.format().data()).decode(errors="replace")
+    if kind not in PICTURE_FORMATS:
+        return f"{kind.upper()} pictures cannot be read by the models; save it as PNG or JPEG"
     size = reader.size()  # read from the header, without decoding
+    if not size.isValid():
+        return "damaged: its size cannot be read"
     if size.width() * size.height() > p.MAX_IMAGE_PIXELS:
         return f"{size.width()}×{size.height()} pixels, more than a picture can sensibly have"
     size_bytes = path.stat().st_size
@@ -50,15 +65,19 @@ def attachment_problem(path: Path) -> str:
 
 
 def conversation_for_engine(messages: list[Message]) -> list[p.ChatMessage]:
-    """The turns the model should see: failed answers are left out, and consecutive turns of
-    one role are merged so that chat templates that insist on alternation accept them."""
+    """The turns the model should see: failed answers are left out, and so are the pictures an
+    answer failed to read (else every later question would fail on them too); consecutive turns
+    of one role are merged so that chat templates that insist on alternation accept them."""
+    unreadable = {
+        sha for message in messages for sha in message.provenance.get(UNREADABLE, ())
+    }  # fmt: skip
     turns: list[p.ChatMessage] = []
     for message in messages:
         if message.role == "assistant" and not (
             message.status in (MessageStatus.COMPLETE, MessageStatus.CANCELLED) and message.text
         ):
             continue
-        images = [str(a.path) for a in message.attachments]
+        images = [str(a.path) for a in message.attachments if a.sha256 not in unreadable]
         if turns and turns[-1].role == message.role:
             turns[-1].text = "\n\n".join(t for t in (turns[-1].text, message.text) if t)
             turns[-1].images.extend(images)
@@ -465,6 +484,22 @@ class ChatSession(QObject):
             self.activity_changed.emit(message.id, "Thinking…")
 
     @Slot(object)
+    def _name_pictures(self, answer: Message) -> tuple[str, list[str]]:
+        """A picture's error as the person knows the picture (the engine names the stored copy,
+        ``<hash>.jpg``), saying that it is left out from now on; and the hashes of the pictures
+        it names."""
+        text, named = answer.error_message, []
+        for message in self._storage.messages(answer.conversation_id):
+            if message.id == answer.id:
+                break
+            for attachment in message.attachments:
+                if attachment.path.name in text:
+                    text = text.replace(attachment.path.name, attachment.name)
+                    named.append(attachment.sha256)
+        if named:
+            text += " Later questions in this conversation go without it."
+        return text, named
+
     def _on_client_job_finished(self, finished: p.Finished) -> None:
         pdf = self._renders.pop(finished.job_id, None)
         if pdf is not None:
@@ -484,9 +519,12 @@ class ChatSession(QObject):
             message.status = MessageStatus.INTERRUPTED
         else:
             message.status = MessageStatus.ERROR
+        unreadable: list[str] = []
         if finished.reason == "error":
             message.error_code = finished.error_code
             message.error_message = finished.message or "The engine could not answer."
+            if finished.error_code == p.ErrorCode.BAD_INPUT:
+                message.error_message, unreadable = self._name_pictures(message)
         keys = (
             "backend",
             "model",
@@ -500,6 +538,8 @@ class ChatSession(QObject):
         )
         message.provenance = {k: result[k] for k in keys if k in result}
         message.provenance["finish_reason"] = finished.reason
+        if unreadable:
+            message.provenance[UNREADABLE] = unreadable
         self._storage.save_message(message)
         if message.conversation_id == self.conversation_id:
             self.message_updated.emit(message)

@@ -75,6 +75,10 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
     if image.mode == "RGB":
         return image
+    if image.mode.startswith("I;16") or image.mode == "I":
+        # 16-bit greyscale (scanners, microscopes, medical exports): scaled to 8 bits. Pillow's
+        # own conversion clips every value above 255, which turns such a picture white.
+        return _to_rgb(image.convert("I").point(lambda value: value * (255 / 65535)).convert("L"))
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGB", rgba.size, (255, 255, 255))

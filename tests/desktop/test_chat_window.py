@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QImage
 from PySide6.QtWidgets import QApplication
@@ -72,6 +73,25 @@ def test_dropping_a_file_that_is_not_an_image_explains_why_it_was_skipped(
     assert window.session.draft_attachments == []
     assert window.chat_view.notice.isVisible()
     assert "notes.txt" in window.chat_view.notice.label.text()
+
+
+@pytest.mark.qt_log_ignore("propagateSizeHints", "JPEG datastream contains no image")
+def test_pictures_the_window_draws_but_the_models_cannot_read_are_not_attached(
+    qtbot, make_window, tmp_path: Path
+) -> None:
+    """Qt draws SVG and XBM (a thumbnail would look fine), the engine cannot open them; a JPEG
+    cut off before its size is known is refused too."""
+    window = make_window(start=False)
+    logo = tmp_path / "logo.svg"
+    logo.write_text('<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"/>')
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00")
+    fine = make_image(tmp_path / "fine.png")
+    drop_files(qtbot, window.chat_view, [logo, cut, fine])
+    assert [a.name for a in window.session.draft_attachments] == ["fine.png"]
+    notice = window.chat_view.notice.label.text()
+    assert "logo.svg (SVG pictures cannot be read by the models" in notice
+    assert "cut.jpg (damaged" in notice
 
 
 def test_a_picture_claiming_too_many_pixels_is_not_attached(

@@ -155,6 +155,42 @@ def test_an_edit_answers_as_a_fresh_conversation_would_with_the_real_engine(
     assert not window.idle_unload.isActive()
 
 
+@pytest.mark.qt_log_ignore("propagateSizeHints", "Corrupt JPEG data")  # the cut-off thumbnail
+def test_a_picture_the_engine_cannot_read_is_named_and_left_out_of_later_questions(
+    qtbot, real_window: MainWindow, tmp_path: Path
+) -> None:
+    """A JPEG cut off halfway has a readable header, so it is attached; the engine cannot
+    decode it. The error names the file as the person attached it, and the next question (no
+    picture) is answered instead of failing on the same picture again."""
+    from PIL import Image
+
+    window, session = real_window, real_window.session
+    whole = tmp_path / "whole.jpg"
+    Image.effect_noise((160, 120), 64).convert("RGB").save(whole)
+    scan = tmp_path / "scan.jpg"
+    scan.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    assert session.attach_files([scan]) == []
+    stored = session.draft_attachments[0].path.name
+
+    assert window.send_message("What does it say?")
+    qtbot.waitUntil(lambda: not session.busy, timeout=120_000)
+    failed = session.messages[1]
+    assert failed.status == MessageStatus.ERROR and failed.error_code == "bad_input"
+    assert "scan.jpg is damaged" in failed.error_message and stored not in failed.error_message
+    assert "Later questions in this conversation go without it." in failed.error_message
+
+    assert window.send_message("Never mind the picture: say hello.")
+    qtbot.waitUntil(lambda: not session.busy, timeout=120_000)
+    assert session.messages[-1].status == MessageStatus.COMPLETE, session.messages[-1].error_message
+
+    saved = Storage(paths.database_path())  # a restarted app leaves the picture out too
+    stored_failed = saved.messages(session.conversation_id)[1]
+    saved.close()
+    assert stored_failed.provenance["unreadable_pictures"] == [
+        session.messages[0].attachments[0].sha256
+    ]
+
+
 def test_a_pdf_dropped_on_the_chat_goes_as_pictures_of_its_first_pages(
     qtbot, real_window: MainWindow, tmp_path: Path
 ) -> None:

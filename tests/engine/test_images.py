@@ -51,6 +51,17 @@ def test_odd_colour_modes_become_rgb(tmp_path: Path, mode: str) -> None:
     assert load_image(tmp_path / f"x{suffix}").mode == "RGB"
 
 
+def test_a_16_bit_greyscale_picture_is_scaled_to_8_bits_not_clipped(tmp_path: Path) -> None:
+    """A scanner's or microscope's 16-bit PNG keeps its shades (Pillow alone clips it white)."""
+    ramp = Image.new("I;16", (256, 4))
+    ramp.putdata([x * 257 for x in range(256)] * 4)  # black to white over the 16-bit range
+    ramp.save(tmp_path / "ramp16.png")
+    loaded = load_image(tmp_path / "ramp16.png")
+    assert [loaded.getpixel((x, 0)) for x in (0, 64, 128, 255)] == [
+        (0, 0, 0), (64, 64, 64), (128, 128, 128), (255, 255, 255),
+    ]  # fmt: skip
+
+
 def test_first_frame_of_an_animated_gif(tmp_path: Path) -> None:
     frames = [Image.new("RGB", (8, 8), colour) for colour in ((255, 0, 0), (0, 0, 255))]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
