@@ -126,8 +126,11 @@ def _converse(engine: EngineProcess, base: p.Chat, images: list[str], as_json: b
             print("visiondesk: a new conversation", file=sys.stderr)
             continue
         if line.startswith("/image"):
-            path = Path(line.removeprefix("/image").strip()).expanduser().resolve()
-            if not path.is_file():
+            given = line.removeprefix("/image").strip()
+            path = Path(given).expanduser().resolve()
+            if not given:
+                print("visiondesk: /image PATH attaches the picture at PATH", file=sys.stderr)
+            elif not path.is_file():
                 print(f"visiondesk: error: image not found: {path}", file=sys.stderr)
                 code = code or exit_codes.BAD_INPUT
             else:
@@ -147,6 +150,11 @@ def _converse(engine: EngineProcess, base: p.Chat, images: list[str], as_json: b
             answer = str((finished.result or {}).get("text", ""))
             history += [question, p.ChatMessage(role="assistant", text=answer)]
             pending = []
+        elif finished is not None and finished.error_code == p.ErrorCode.BAD_INPUT and pending:
+            # A picture the engine cannot read would fail every later question too.
+            pending = []
+            print("visiondesk: the question's pictures were dropped; /image attaches others",
+                  file=sys.stderr)  # fmt: skip
 
 
 def _stream(engine: EngineProcess, command: p.Chat, as_json: bool) -> tuple[int, p.Finished | None]:

@@ -75,6 +75,23 @@ def test_a_conversation_in_the_terminal_keeps_its_history_and_its_cache(
     assert result.returncode == 3  # the missing picture is remembered in the exit code
 
 
+def test_in_a_conversation_a_picture_that_cannot_be_read_fails_only_its_own_question(
+    run_cli, tiny_model, tmp_path, picture
+) -> None:
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(picture.read_bytes()[:60])
+    typed = f"/image {corrupt}\nWhat is it?\nSay hello.\n/image\n"
+    result = run_cli(
+        "chat", "--model", str(tiny_model("llava")), "--quant", "nf4", "--device", "cpu",
+        "--max-new-tokens", "4", "--json", stdin=typed,
+    )  # fmt: skip
+    ends = [e for e in map(json.loads, result.stdout.splitlines()) if e["type"] == "finished"]
+    assert [e["reason"] for e in ends][0] == "error" and ends[1]["reason"] in ("done", "length")
+    assert "the question's pictures were dropped" in result.stderr
+    assert "/image PATH attaches the picture at PATH" in result.stderr  # not "not found: <cwd>"
+    assert result.returncode == 3  # the failure is remembered in the exit code
+
+
 def test_json_mode_prints_one_event_per_line(run_cli, tiny_model, picture) -> None:
     result = run_cli(
         "chat",
