@@ -353,6 +353,7 @@ class MainWindow(QMainWindow):
             return
         if self.session.busy:
             self.session.stop()
+            self.chat_view.composer.set_stopping()
         else:
             self.session.cancel_edit()
 

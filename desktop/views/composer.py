@@ -150,9 +150,16 @@ class Composer(QFrame):
     def set_busy(self, busy: bool) -> None:
         """While an answer streams, the button stops it instead of sending."""
         self._busy = busy
+        self.send_button.setEnabled(True)
         self.send_button.setText("Stop" if busy else "Send")
         self.send_button.setToolTip("Stop the answer (Esc)" if busy else "Send (Enter)")
         set_style_property(self.send_button, "stop", busy)
+
+    def set_stopping(self) -> None:
+        """A stop was asked for: the button says so until the engine confirms (a busy engine
+        can take a moment; a hung one is restarted)."""
+        self.send_button.setText("Stopping…")
+        self.send_button.setEnabled(False)
 
     def set_attachments(self, attachments: list[Attachment]) -> None:
         for chip in self._chips:

@@ -190,7 +190,10 @@ def test_stop_sends_cancel_and_keeps_the_partial_answer(
     card = answer_card(window)
     qtbot.waitUntil(lambda: bool(card.message.text), timeout=10_000)
     qtbot.keyClick(window.chat_view.composer.edit, Qt.Key.Key_Escape)
+    button = window.chat_view.composer.send_button
+    assert (button.text(), button.isEnabled()) == ("Stopping…", False)  # until the engine says
     qtbot.waitUntil(lambda: not window.session.busy, timeout=10_000)
+    assert button.isEnabled()
     [job_id] = {c.job_id for c in chats(command_log)}
     assert p.Cancel(job_id=job_id) in sent_commands(command_log)
     assert card.message.status == MessageStatus.CANCELLED
