@@ -17,6 +17,12 @@ _QUANT_LABELS = {
 _DEVICE_LABELS = {"auto": "Auto", "cuda": "GPU (CUDA)", "cpu": "CPU"}
 
 
+def quant_words(quant: str) -> str:
+    """A quantisation as a person reads it in a sentence ("4-bit (NF4)", "full precision")."""
+    label = _QUANT_LABELS.get(quant, quant)
+    return label.lower() if quant == "none" else label
+
+
 class ModelPicker(QWidget):
     choice_changed = Signal(object)  # ModelChoice
     add_folder_requested = Signal()

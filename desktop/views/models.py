@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 from desktop import catalogue as cat
 from desktop.consent import ConsentStore, ask_consent
 from desktop.views.model_jobs import DownloadState, EngineLike, ModelJobs
+from desktop.views.model_picker import quant_words
 from engine import protocol as p
 from engine.protocol import models as pm
 
@@ -245,7 +246,9 @@ class ModelsView(QWidget):
         if plan is None:
             item.setText(4, "press Check fit")
         else:
-            _show_fit(item, plan.verdict, f"{_words(plan.verdict)} · {plan.quant} (planned)")
+            _show_fit(
+                item, plan.verdict, f"{_words(plan.verdict)} · {quant_words(plan.quant)} (planned)"
+            )
         self.catalogue_tree.addTopLevelItem(item)
         if select:
             self.catalogue_tree.setCurrentItem(item)
@@ -254,7 +257,10 @@ class ModelsView(QWidget):
         plan = self.plans.get(entry.repo_id)
         vram = self.vram()
         if plan is not None:
-            verdict, text = plan.verdict, f"{_words(plan.verdict)} · {plan.quant} (planned)"
+            verdict, text = (
+                plan.verdict,
+                f"{_words(plan.verdict)} · {quant_words(plan.quant)} (planned)",
+            )
         elif vram is None:
             cpu = next((d for d in self.jobs.devices if d.kind == "cpu"), None)
             ram = cpu.total_memory if cpu else None
@@ -263,7 +269,7 @@ class ModelsView(QWidget):
         else:
             quant = cat.best_quant(entry, vram)
             verdict = entry.fit(quant, vram)
-            text = f"{_words(verdict)} · {quant}"
+            text = f"{_words(verdict)} · {quant_words(quant)}"
         _show_fit(item, verdict, text)
 
     def _selected_repo(self) -> str | None:
@@ -358,7 +364,7 @@ class ModelsView(QWidget):
             status = "complete" if model.complete else "incomplete"
             plan = self.plans.get(model.model)
             if plan is not None:
-                status += f" · {_words(plan.verdict)} ({plan.quant}, {_gib(plan.total_bytes)})"
+                status += f" · {_words(plan.verdict)} ({quant_words(plan.quant)}, {_gib(plan.total_bytes)})"
             if model.is_demo:
                 status += " · demo (random weights)"
             if model.needs_consent:

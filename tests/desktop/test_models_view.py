@@ -24,6 +24,7 @@ from desktop.consent import (
     ask_consent,
     needs_from_error,
 )
+from desktop.views.model_picker import quant_words
 from desktop.views.models import ModelsView
 from engine import protocol as p
 from engine.protocol import models as pm
@@ -235,7 +236,8 @@ def test_badges_follow_the_gpu_and_the_catalogue_estimates(
         assert verdict in ("fits", "tight", "does_not_fit") and text.startswith(
             verdict.replace("_", " ")
         )
-        assert verdict == entry.fit(text.split(" · ")[1], gpu.total_memory)
+        quant = {quant_words(q): q for q in ("nf4", "int8", "none")}[text.split(" · ")[1]]
+        assert verdict == entry.fit(quant, gpu.total_memory)
     view.set_devices([p.DeviceInfo(kind="cpu", name="cpu", total_memory=16 * pm.GIB)])
     assert "HuggingFaceTB/SmolVLM-256M-Instruct" in catalogue_rows(view)
     assert "CPU" in view.device_label.text()
