@@ -370,15 +370,23 @@ class ExtractionQueue:
             self.update_batch_status(file.batch_id)
 
     def retry_file(self, file_id: int) -> None:
-        """Read a finished, failed or cancelled file again (its stored pages are kept)."""
+        """Read a finished, failed or cancelled file again. Its valid pages are kept; a page
+        without a valid answer is forgotten, so it is read again (with the model chosen now),
+        unless the user corrected it."""
         file = self.file(file_id)
         if file is None:
             return
-        self._db.execute(
-            "UPDATE files SET status = ?, attempts = 0, error_code = NULL, error = '', "
-            "updated_at = ? WHERE id = ?",
-            (FileStatus.QUEUED, time.time(), file_id),
-        )
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "DELETE FROM pages WHERE file_id = ? AND status != 'ok' AND edited IS NULL",
+                (file_id,),
+            )
+            self._db.execute(
+                "UPDATE files SET status = ?, attempts = 0, error_code = NULL, error = '', "
+                "updated_at = ? WHERE id = ?",
+                (FileStatus.QUEUED, time.time(), file_id),
+            )
         batch = self.batch(file.batch_id)
         if batch is not None and batch.status in (BatchStatus.DONE, BatchStatus.CANCELLED):
             self.set_batch_status(file.batch_id, BatchStatus.ACTIVE)

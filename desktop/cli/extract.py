@@ -32,7 +32,7 @@ FORMATS = ("json", "jsonl", "csv", "md")
 SUFFIXES = frozenset(
     {".pdf", ".png", ".jpg", ".jpeg", ".jfif", ".webp", ".tif", ".tiff", ".gif", ".bmp"}
 )
-_PAGES = re.compile(r"^\s*\d+\s*(-\s*\d*\s*)?(,\s*\d+\s*(-\s*\d*\s*)?)*$")
+_PAGE_PART = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d*)\s*)?$")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -125,6 +125,19 @@ def _usage(message: str) -> int:
     return exit_codes.USAGE
 
 
+def _page_range_problem(spec: str) -> str | None:
+    """Why ``--pages`` is not a page range, or None. The engine checks it too, but only once the
+    model is loaded and then once per file; a typo is a usage error before any work."""
+    for part in spec.split(","):
+        match = _PAGE_PART.match(part)
+        if not match:
+            return f"--pages {spec!r} is not a page range; write it like 1-3,5,8-"
+        first, last = int(match.group(1)), match.group(2)
+        if first < 1 or (last and int(last) < first):
+            return f"--pages {spec!r}: {part.strip()!r} is not a page range (pages count from 1)"
+    return None
+
+
 def _format(args: argparse.Namespace) -> str:
     if args.format:
         return str(args.format)
@@ -162,8 +175,9 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[Outcome]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.pages is not None and not _PAGES.match(args.pages):
-        return _usage(f"--pages {args.pages!r} is not a page range; write it like 1-3,5,8-")
+    problem = _page_range_problem(args.pages) if args.pages is not None else None
+    if problem:
+        return _usage(problem)
     if args.max_pages is not None and args.max_pages < 1:
         return _usage("--max-pages must be at least 1")
     if args.max_new_tokens < 16:
@@ -466,6 +480,7 @@ def _extract(
     """Run one file's job; each page is stored in the queue the moment it arrives."""
     outcome = Outcome(Path(command.path))
     stage = ""
+    reading = ""  # the engine's "Page N of M" for the page being read
     kept = len(command.completed_pages)
     if kept:
         print(f"{label}: {kept} page{'s' if kept != 1 else ''} already stored", file=sys.stderr)
@@ -477,14 +492,12 @@ def _extract(
                     print(f"{label}: {event.message}", file=sys.stderr, flush=True)
             elif isinstance(event, p.Progress) and event.stage == "page" and event.total:
                 queue.set_pages_total(file_id, kept + int(event.total))
+                reading = event.message
             elif isinstance(event, p.Progress) and event.stage in ("transcribing", "extracting"):
                 if event.stage != stage:
                     stage = event.stage
-                    print(
-                        f"{label}: page {outcome.pages + 1}: {event.stage}…",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                    where = reading[:1].lower() + reading[1:] if reading else "page"
+                    print(f"{label}: {where}: {event.stage}…", file=sys.stderr, flush=True)
             elif isinstance(event, p.PartialResult):
                 page = px.page_result(event.data)
                 queue.store_page(file_id, event.data)

@@ -3,8 +3,11 @@ previews, schemas, the user's corrections and exports. No widgets.
 
 Every page result is stored in the queue (SQLite) the moment it arrives. When the engine dies,
 ``EngineClient`` ends the running job with ``engine_died`` and starts a new engine; the file goes
-back to the queue and is sent again with its stored pages as ``completed_pages``, so nothing that
-was finished is read twice.
+back to the queue and is sent again with its stored pages as ``completed_pages`` once the new
+engine is ready, so nothing that was finished is read twice. When the engine is stopped on
+purpose (the app quits), the job ends as cancelled (the engine's own doing) or as
+``engine_died`` without an ``engine_died`` signal first; either way the file waits in the queue
+without counting as a death, and the batch is offered for resuming next time.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from engine.protocol import extract as px
 MAX_ENGINE_DEATHS_PER_FILE = 3
 PREVIEW_LONG_SIDE = 1100
 PREVIEW_PAGES = 40  # pages rendered ahead; others on demand
+PAGES_ON_DEMAND = 8  # a page opened that was not rendered ahead, and the ones after it
 
 
 @dataclass
@@ -95,12 +99,17 @@ class ExtractionSession(QObject):
         self.previews: dict[int, dict[int, str]] = {}
         self.preview_errors: dict[int, str] = {}
         self.page_counts: dict[int, int] = {}
-        self._previews_pending: set[int] = set()
+        self._previews_pending: set[int] = set()  # files being inspected for their page count
+        self._pages_pending: dict[int, set[int]] = {}  # file id: pages being rendered
         self.activity: dict[int, str] = {}
         self._jobs: dict[str, Callable[[p.Event], None]] = {}
         self._running: tuple[str, int] | None = None  # (job id, file id) of the extraction
+        self._cancel_asked = False  # the running extraction was cancelled by this session
         self._schemas_requested = False
+        self._engine_down = False  # died, and the new engine has not said Welcome yet
         client.event_received.connect(self._on_client_event)
+        client.engine_died.connect(self._on_client_engine_died)
+        client.welcome_received.connect(self._on_client_welcome_received)
         recovered = queue.recover()
         if recovered:
             self.batch_id = recovered[0].id
@@ -206,6 +215,7 @@ class ExtractionSession(QObject):
             return
         self.queue.pause(self.batch_id)
         if self._running is not None:
+            self._cancel_asked = True
             self.client.cancel(self._running[0])  # its Finished(cancelled) requeues the file
         self.batch_changed.emit()
 
@@ -221,12 +231,19 @@ class ExtractionSession(QObject):
         if self.batch_id is None:
             return
         self.queue.cancel(self.batch_id)
-        if self._running is not None:
+        if self._running is not None:  # its Finished(cancelled) carries the pages read so far
+            self._cancel_asked = True
             self.client.cancel(self._running[0])
+        for file in self.files():  # paused earlier with pages stored: those are its result
+            waiting = file.status == FileStatus.CANCELLED and file.id != self.running_file()
+            if waiting and file.document is None and file.pages_done:
+                self._remerge(file)
         self.batch_changed.emit()
         self.queue_changed.emit()
 
     def retry_file(self, file_id: int) -> None:
+        """Read a file again: the pages without a valid answer, or all of it if it changed."""
+        self.queue.refresh_sha(file_id)
         self.queue.retry_file(file_id)
         self.queue_changed.emit()
         self.batch_changed.emit()
@@ -241,6 +258,16 @@ class ExtractionSession(QObject):
     def _send(self, command: Any, handler: Callable[[p.Event], None]) -> None:
         self._jobs[command.job_id] = handler
         self.client.send(command)
+
+    @Slot(object)
+    def _on_client_engine_died(self, _outcome: object) -> None:
+        self._engine_down = True
+
+    @Slot(object)
+    def _on_client_welcome_received(self, _welcome: object) -> None:
+        """A (re)started engine: the file that was being read when the last one died goes on."""
+        self._engine_down = False
+        self._pump()
 
     @Slot(object)
     def _on_client_event(self, event: p.Event) -> None:
@@ -287,6 +314,7 @@ class ExtractionSession(QObject):
             **routing,
         )
         self._running = (command.job_id, file.id)
+        self._cancel_asked = False
         self.activity[file.id] = "Starting…"
         self._send(command, lambda event: self._on_extract_event(file.id, event))
         self.queue_changed.emit()
@@ -311,7 +339,11 @@ class ExtractionSession(QObject):
             self._on_extract_finished(file_id, event)
             self.queue_changed.emit()
             self.document_changed.emit(file_id)
-            self._pump()
+            # An engine that died, or cancelled the job itself as it shut down, gets no more
+            # work; the next one to say Welcome does.
+            died = event.error_code == p.ErrorCode.ENGINE_DIED
+            if not died and (event.reason != "cancelled" or self._cancel_asked):
+                self._pump()
 
     def _on_extract_finished(self, file_id: int, event: p.Finished) -> None:
         file = self.queue.file(file_id)
@@ -322,6 +354,10 @@ class ExtractionSession(QObject):
         elif event.reason == "cancelled":
             if file.status == FileStatus.RUNNING:  # paused, not cancelled: read the rest later
                 self.queue.requeue_file(file_id)
+            elif (event.result or {}).get("pages"):  # cancelled: the pages read are its result
+                self.queue.set_document(file_id, event.result or {})
+        elif event.error_code == p.ErrorCode.ENGINE_DIED and not self._engine_down:
+            self.queue.requeue_file(file_id)  # shut down on purpose: not this file's fault
         elif event.error_code == p.ErrorCode.ENGINE_DIED:
             if file.attempts >= MAX_ENGINE_DEATHS_PER_FILE:
                 self.queue.fail_file(
@@ -329,7 +365,7 @@ class ExtractionSession(QObject):
                     event.error_code,
                     f"{event.message} It stopped {file.attempts} times on this file.",
                 )
-            else:  # the client restarts the engine and holds this until it is ready
+            else:  # the client restarts the engine; its Welcome sends the file again
                 self.queue.requeue_file(file_id)
                 self.notice.emit(
                     f"The engine stopped while reading {file.name}; it was restarted and the "
@@ -347,13 +383,26 @@ class ExtractionSession(QObject):
         if file is None:
             return
         if pages is not None:
-            self._render(file, pages)
+            pending = self._pages_pending.setdefault(file_id, set())
+            rendered = self.previews.get(file_id, {})
+            wanted = [n for n in pages if n not in pending and n not in rendered]
+            if wanted:
+                self._render(file, wanted)
             return
         if file_id in self._previews_pending:
             return
         self._previews_pending.add(file_id)
         command = px.InspectDocument(job_id=_job_id(), path=str(file.path))
         self._send(command, lambda event: self._on_inspected(file, event))
+
+    def request_page_preview(self, file_id: int, number: int) -> None:
+        """Render a page the user opened that was not rendered ahead, and a few after it."""
+        count = self.page_counts.get(file_id, 0)
+        if not count or file_id in self.preview_errors:
+            return  # not inspected yet (its first pages come then), or it cannot be rendered
+        if number not in self.previews.get(file_id, {}):
+            last = min(number + PAGES_ON_DEMAND - 1, count)
+            self.request_previews(file_id, list(range(number, last + 1)))
 
     def _on_inspected(self, file: QueuedFile, event: p.Event) -> None:
         if not isinstance(event, p.Finished):
@@ -373,12 +422,14 @@ class ExtractionSession(QObject):
             pages=pages,
             max_long_side=PREVIEW_LONG_SIDE,
         )
-        self._send(command, lambda event: self._on_previews(file.id, event))
+        self._pages_pending.setdefault(file.id, set()).update(pages)
+        self._send(command, lambda event: self._on_previews(file.id, event, pages))
 
-    def _on_previews(self, file_id: int, event: p.Event) -> None:
+    def _on_previews(self, file_id: int, event: p.Event, pages: list[int] | None = None) -> None:
         if not isinstance(event, p.Finished):
             return
         self._previews_pending.discard(file_id)
+        self._pages_pending.get(file_id, set()).difference_update(pages or [])
         if event.reason == "error":
             if event.error_code != p.ErrorCode.ENGINE_DIED:
                 self.preview_errors[file_id] = event.message
@@ -412,7 +463,12 @@ class ExtractionSession(QObject):
         self._remerge(file)
 
     def _remerge(self, file: QueuedFile) -> None:
-        """Merge the stored pages (with edits) again: an ``Extract`` with nothing left to read."""
+        """Merge the stored pages (with edits) again: an ``Extract`` with nothing left to read.
+
+        The engine merges pages it is given without opening the file, so this works for a file
+        moved or changed since. The document keeps what only the file could say (its path,
+        hash, page count and format) from when it was read.
+        """
         batch = self.queue.batch(file.batch_id)
         if batch is None:
             return
@@ -428,9 +484,20 @@ class ExtractionSession(QObject):
         )
 
         def merged(event: p.Event) -> None:
-            if isinstance(event, p.Finished) and event.reason == "done" and event.result:
-                self.queue.set_document(file.id, event.result)
-                self.document_changed.emit(file.id)
+            if not isinstance(event, p.Finished):
+                return
+            if event.reason != "done" or not event.result:
+                self.notice.emit(
+                    f"Could not merge the pages of {file.name} again: {event.message} "
+                    "Exports still hold the data before this change.",
+                    "error",
+                )
+                return
+            document = {**event.result, **_read_facts(self.queue.file(file.id))}
+            if file.status == FileStatus.CANCELLED and document.get("status") == "ok":
+                document["status"] = "partial"  # cancelled before every page was read
+            self.queue.set_document(file.id, document)
+            self.document_changed.emit(file.id)
 
         self._send(command, merged)
 
@@ -487,3 +554,11 @@ class ExtractionSession(QObject):
 
 def _job_id() -> str:
     return uuid.uuid4().hex
+
+
+def _read_facts(file: QueuedFile | None) -> dict[str, Any]:
+    """What a document says about its file, which a merge of stored pages cannot know."""
+    document = (file.document if file else None) or {}
+    return {
+        key: document[key] for key in ("file", "sha256", "page_count", "format") if key in document
+    }

@@ -29,7 +29,13 @@ from desktop.extraction_queue import BatchStatus, ExtractionQueue, FileStatus, d
 from desktop.state.extraction import ExtractionSession
 from desktop.views.chat import Banner
 from desktop.views.composer import local_files
-from desktop.views.extract_panels import DropZone, PagePanel, QueuePanel, file_status_text
+from desktop.views.extract_panels import (
+    DropZone,
+    ElidedLabel,
+    PagePanel,
+    QueuePanel,
+    file_status_text,
+)
 from desktop.views.json_editor import (
     JsonTreeEditor,
     RecordsTable,
@@ -228,7 +234,7 @@ class ExtractView(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(6)
         heading = QHBoxLayout()
-        self.result_title = QLabel("Result")
+        self.result_title = ElidedLabel("Result")
         self.result_title.setObjectName("panelHeading")
         heading.addWidget(self.result_title, 1)
         self.status_badge = QLabel("")
@@ -324,6 +330,8 @@ class ExtractView(QWidget):
 
     def add_paths(self, paths_: list[Path]) -> None:
         """Files or folders to read (what a drop does)."""
+        if self.banner.property("level") == "error":
+            self.banner.hide()  # an error stays until read, and the user has moved on
         added = self.session.add_paths([Path(p) for p in paths_])
         if added and (self.file_id is None or self.file_id not in {f.id for f in added}):
             self.queue_panel.select(added[0].id)
@@ -342,6 +350,8 @@ class ExtractView(QWidget):
 
     def select_page(self, number: int) -> None:
         self.page = number
+        if self.file_id is not None:
+            self.session.request_page_preview(self.file_id, number)
         self._show_result()
 
     def export_to(self, fmt: str, path: Path) -> bool:

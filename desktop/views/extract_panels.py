@@ -5,7 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QPoint, QSize, Qt, Signal, Slot
-from PySide6.QtGui import QBrush, QColor, QIcon, QImageReader, QPixmap, QResizeEvent
+from PySide6.QtGui import (
+    QBrush,
+    QColor,
+    QIcon,
+    QImageReader,
+    QPainter,
+    QPaintEvent,
+    QPalette,
+    QPixmap,
+    QResizeEvent,
+)
 from PySide6.QtWidgets import (
     QButtonGroup,
     QFrame,
@@ -51,6 +61,37 @@ def file_status_text(file: QueuedFile) -> str:
     if file.status == FileStatus.DONE and file.document is not None:
         return DOCUMENT_TEXT.get(str(file.document.get("status")), "Done")
     return STATUS_TEXT.get(file.status, file.status)
+
+
+class ElidedLabel(QLabel):
+    """A one-line heading that shortens a long file name with "…" in the middle (keeping its
+    end and the page number) rather than widening the window to fit it; the tooltip has it all.
+    """
+
+    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(text, parent)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.setToolTip(text)
+
+    def setText(self, text: str) -> None:
+        super().setText(text)
+        self.setToolTip(text)
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        rect = self.contentsRect()
+        text = self.fontMetrics().elidedText(
+            self.text(), Qt.TextElideMode.ElideMiddle, rect.width()
+        )
+        painter = QPainter(self)
+        self.style().drawItemText(
+            painter,
+            rect,
+            int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter),
+            self.palette(),
+            self.isEnabled(),
+            text,
+            QPalette.ColorRole.WindowText,
+        )
 
 
 class DropZone(QFrame):
@@ -231,7 +272,7 @@ class PagePanel(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(6)
         heading = QHBoxLayout()
-        self.title = QLabel("No document selected")
+        self.title = ElidedLabel("No document selected")
         self.title.setObjectName("panelHeading")
         heading.addWidget(self.title, 1)
         self.page_button = QPushButton("Page")
@@ -283,10 +324,13 @@ class PagePanel(QWidget):
     def show_document(
         self, name: str, pages: dict[int, str], page_count: int, error: str = ""
     ) -> None:
+        """Every page has a thumbnail, so each can be opened; one not rendered yet shows a blank
+        one (opening it asks for it)."""
         self.thumbnails.blockSignals(True)
         self.thumbnails.clear()
-        for number in sorted(pages):
-            icon = QIcon(_scaled(pages[number], 84))
+        blank = QIcon(_blank_page())
+        for number in sorted(set(pages) | set(range(1, page_count + 1))):
+            icon = QIcon(_scaled(pages[number], 84)) if number in pages else blank
             item = QListWidgetItem(icon, str(number))
             item.setData(FILE_ID, number)
             item.setToolTip(f"Page {number}")
@@ -352,6 +396,12 @@ class PagePanel(QWidget):
         item = self.thumbnails.item(row)
         if item is not None:
             self.page_selected.emit(int(item.data(FILE_ID)))
+
+
+def _blank_page() -> QPixmap:
+    pixmap = QPixmap(64, 84)
+    pixmap.fill(QColor("#e5e7eb"))
+    return pixmap
 
 
 def _scaled(path: str | Path, size: int) -> QPixmap:

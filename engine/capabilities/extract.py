@@ -49,10 +49,13 @@ def run_extract(
     options = command.options
     _check_options(options)
     schema = resolve_schema(command.schema, command.schema_json)
+    held = _decoded_pages(command.completed_pages)
+    if command.pages and set(command.pages) <= {page.page for page in held}:
+        return _merge_held(command.path, command.pages, schema, held, started)
     job.progress("reading", message=f"Reading {Path(command.path).name}")
     info = documents.inspect(command.path)
     numbers = documents.select_pages(info, command.pages, command.page_spec, command.max_pages)
-    done = _completed_pages(command.completed_pages, info, numbers)
+    done = _completed_pages(held, info, numbers)
     results = list(done)
     if not [number for number in numbers if number not in {page.page for page in done}]:
         return msgspec.to_builtins(
@@ -71,8 +74,32 @@ def run_extract(
         ),
     )
     document = document_result(info, schema, results, time.perf_counter() - started)
+    if len(results) < len(numbers) and document.status == "ok":
+        document.status = "partial"  # cancelled: pages were left unread
     payload: dict[str, Any] = msgspec.to_builtins(document)
     return ("cancelled", payload) if cancelled or job.cancelled else payload
+
+
+def _merge_held(
+    path: str, numbers: list[int], schema: Any, held: list[px.PageResult], started: float
+) -> dict[str, Any]:
+    """Every page asked for is one the client holds (it merges again after the user's edit).
+
+    Merging needs nothing from the file, so it is not opened: pages of a file that was moved
+    or changed since it was read still merge. What only the file could say (its page count and
+    format) is left empty; the pages' provenance names the version they were read from.
+    """
+    from engine.extraction.pipeline import document_result
+
+    pages: list[px.PageResult] = []
+    for page in held:
+        if page.page in numbers and page.page not in {seen.page for seen in pages}:
+            pages.append(page)
+    sha256 = next((page.provenance.sha256 for page in pages if page.provenance), "")
+    info = documents.DocumentInfo(
+        path=Path(path), kind="", format="", page_count=0, sha256=sha256, size_bytes=0
+    )
+    return msgspec.to_builtins(document_result(info, schema, pages, time.perf_counter() - started))
 
 
 def _read_pages(
@@ -187,16 +214,23 @@ def _check_options(options: px.ExtractOptions) -> None:
         raise BadInput("The pixel budget must allow at least 64 pixels on the long side.")
 
 
-def _completed_pages(
-    stored: list[dict[str, Any]], info: documents.DocumentInfo, numbers: list[int]
-) -> list[px.PageResult]:
-    """Pages a client already holds: decoded, and checked to belong to this very file."""
-    pages: list[px.PageResult] = []
+def _decoded_pages(stored: list[dict[str, Any]]) -> list[px.PageResult]:
+    """The ``completed_pages`` a client sent back, as page results."""
+    pages = []
     for data in stored:
         try:
-            page = px.page_result(data)
+            pages.append(px.page_result(data))
         except msgspec.ValidationError as exc:
             raise BadInput(f"A completed page is not a page result: {exc}") from exc
+    return pages
+
+
+def _completed_pages(
+    held: list[px.PageResult], info: documents.DocumentInfo, numbers: list[int]
+) -> list[px.PageResult]:
+    """Pages a client already holds, checked to belong to this very file."""
+    pages: list[px.PageResult] = []
+    for page in held:
         if page.provenance is not None and page.provenance.sha256 != info.sha256:
             raise BadInput(
                 f"Completed page {page.page} was read from a different version of "

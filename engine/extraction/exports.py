@@ -3,7 +3,8 @@
 Input is a list of document results as plain dicts (``DocumentResult`` in the protocol). JSON
 and JSON Lines keep everything, provenance included. CSV holds the tabular part of each
 document (table rows, line items, chart series, form fields, otherwise every field as a
-field/value row) with a ``file`` column first. Markdown is a readable report per document.
+field/value row) with a ``file`` column first. Markdown is a readable report per document. Both
+name a file by its path below the folder that all the files share.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -124,22 +126,47 @@ def _cell(value: Any) -> str:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
+def file_labels(documents: list[dict[str, Any]]) -> list[str]:
+    """Each document's file as its path below the folder all the files share: just the name
+    when they share one folder, and ``january/scan.jpg`` beside ``february/scan.jpg``."""
+    paths = [Path(str(document.get("file", ""))) for document in documents]
+    if not paths:
+        return []
+    try:
+        shared = os.path.commonpath([path.parent for path in paths])
+    except ValueError:  # relative and absolute paths mixed: they share nothing
+        return [str(path) for path in paths]
+    return [str(path.relative_to(shared)) for path in paths]
+
+
+def _column_keys(names: list[str]) -> list[tuple[str, int]]:
+    """Each column as its name and how many columns of that name came before it, so a header
+    that repeats a name (or leaves several cells blank) keeps every one of its columns."""
+    seen: dict[str, int] = {}
+    keys = []
+    for name in names:
+        keys.append((name, seen.get(name, 0)))
+        seen[name] = seen.get(name, 0) + 1
+    return keys
+
+
 def to_csv(documents: list[dict[str, Any]]) -> str:
-    columns: list[str] = []
+    columns: list[tuple[str, int]] = []
     blocks = []
-    for document in documents:
+    for document, label in zip(documents, file_labels(documents), strict=True):
         if document.get("data") is None:
             continue  # a failed file has no rows; the summary and JSON say why
         names, rows = records(document["data"])
-        columns += [name for name in names if name not in columns]
-        blocks.append((Path(str(document.get("file", ""))).name, names, rows))
+        keys = _column_keys(names)
+        columns += [key for key in keys if key not in columns]
+        blocks.append((label, keys, rows))
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["file", *columns])
-    for file, names, rows in blocks:
+    writer.writerow(["file", *(_cell(name) for name, _ in columns)])  # names come from documents
+    for label, keys, rows in blocks:
         for row in rows:
-            values = dict(zip(names, row, strict=False))
-            writer.writerow([file, *(_cell(values.get(column)) for column in columns)])
+            values = dict(zip(keys, row, strict=False))
+            writer.writerow([_cell(label), *(_cell(values.get(column)) for column in columns)])
     return out.getvalue()
 
 
@@ -162,13 +189,12 @@ def _md_table(columns: list[str], rows: list[list[Any]]) -> list[str]:
 
 def to_markdown(documents: list[dict[str, Any]]) -> str:
     parts: list[str] = []
-    for document in documents:
-        parts += _document_markdown(document)
+    for document, label in zip(documents, file_labels(documents), strict=True):
+        parts += _document_markdown(document, label)
     return "\n".join(parts).rstrip() + "\n"
 
 
-def _document_markdown(document: dict[str, Any]) -> list[str]:
-    name = Path(str(document.get("file", "document"))).name
+def _document_markdown(document: dict[str, Any], name: str) -> list[str]:
     pages = [page for page in document.get("pages") or [] if isinstance(page, dict)]
     lines = [f"# {name}", ""]
     lines.append(_summary_line(document, pages))

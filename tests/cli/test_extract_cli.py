@@ -70,7 +70,7 @@ def test_a_folder_batch_completes_despite_bad_files_and_names_each_failure(
     assert "[1/7] a-parts.pdf: page 2 ok" in stderr  # progress, per page
     rows = list(csv.reader(io.StringIO(out.read_text())))
     assert rows[0][0] == "file"
-    assert {row[0] for row in rows[1:]} <= {"a-parts.pdf", "b-chart.png"}
+    assert {row[0] for row in rows[1:]} <= {"a-parts.pdf", "sub/b-chart.png"}  # below the folder
     assert f"Wrote {out}." in stderr
 
 
@@ -89,6 +89,10 @@ def test_json_to_stdout_carries_pages_provenance_and_page_ranges(
     provenance = data["pages"][0]["provenance"]
     assert provenance["sha256"] == data["sha256"] and provenance["quant"] == "nf4"
     assert provenance["two_pass"] is False
+    # Progress names the page being read, not a count of the pages read so far.
+    assert "three.pdf: page 2 of 3: extracting…" in result.stderr
+    assert "three.pdf: page 3 of 3: extracting…" in result.stderr
+    assert "page 1" not in result.stderr
 
 
 def test_a_page_limit_refuses_long_files_with_exit_code_3(run_cli, tiny_model, tmp_path) -> None:
@@ -115,6 +119,8 @@ def test_a_model_that_cannot_be_loaded_stops_the_batch_with_exit_code_4(run_cli,
     ("extra", "message"),
     [
         (["--pages", "three"], "is not a page range"),
+        (["--pages", "0"], "'0' is not a page range (pages count from 1)"),
+        (["--pages", "1,3-1"], "'3-1' is not a page range (pages count from 1)"),
         (["--max-pages", "0"], "--max-pages must be at least 1"),
         (["--schema", "recipe"], "neither a built-in schema"),
         (["--format", "xlsx"], "invalid choice"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import csv
 import io
+import json
 import os
 import signal
 from pathlib import Path
@@ -413,3 +414,257 @@ def test_a_chart_result_offers_its_replot_beside_the_page(qtbot, make_window, tm
     panel.replot_button.click()
     assert panel._pixmap.width() == 600  # the re-plot, not the page
     assert view.table.set_value(data) is False  # a chart has no record list: Fields only
+
+
+def test_quitting_mid_batch_keeps_the_file_queued_and_offers_the_batch_for_resuming(
+    qtbot, make_window, command_log, tmp_path: Path
+) -> None:
+    window = make_window()
+    view: ExtractView = window.extract_view
+    window.show_page("extract")
+    image = make_image(tmp_path / "receipt.png")
+    view.add_paths([image, make_image(tmp_path / "second.png", "#dc2626")])
+    qtbot.waitUntil(
+        lambda: any(isinstance(c, px.Extract) for c in sent_commands(command_log)), timeout=10_000
+    )
+    (reading, waiting) = view.session.files()
+
+    # What quitting does: closeEvent, aboutToQuit and main()'s finally each stop the engine.
+    window.close()
+    window.client.stop()
+    window.client.stop()
+
+    stopped = view.queue.file(reading.id)
+    assert stopped is not None and stopped.status == FileStatus.QUEUED and stopped.error == ""
+    assert [c.path for c in sent_commands(command_log) if isinstance(c, px.Extract)] == [str(image)]
+    assert view.session.batch.status == BatchStatus.ACTIVE  # type: ignore[union-attr]
+
+    reopened = make_window()
+    view = reopened.extract_view
+    reopened.show_page("extract")
+    assert view.session.batch.status == BatchStatus.PAUSED  # type: ignore[union-attr]
+    assert view.banner.isVisible() and view.banner.action.text() == "Resume"
+    assert "2 documents of this batch still to read" in view.banner.label.text()
+
+
+def test_an_edit_to_a_multi_page_document_reaches_its_data_after_the_file_was_moved(
+    qtbot, tmp_path: Path
+) -> None:
+    schema = px.schema_from_fields([px.FieldSpec(name="shop")], title="Receipt")
+    document = write_pdf(tmp_path / "receipt.pdf", [["Corner Café"], ["Thank you"]])
+    queue = ExtractionQueue(default_path(paths.data_dir()))
+    batch = queue.create_batch(
+        {
+            "schema": "custom:Receipt",
+            "schema_title": "Receipt",
+            "schema_json": schema,
+            "two_pass": False,
+            "options": {},
+        }
+    )
+    (file,) = queue.add_files(batch.id, [document])
+    pages = [
+        {"page": 1, "status": "ok", "data": {"shop": "Corner"}, "issues": []},
+        {"page": 2, "status": "ok", "data": {"shop": None}, "issues": []},
+    ]
+    for page in pages:
+        queue.store_page(file.id, page)
+    queue.finish_file(
+        file.id,
+        {
+            "file": str(document),
+            "status": "ok",
+            "data": {"shop": "Corner"},
+            "pages": pages,
+            "sha256": file.sha256,
+            "page_count": 2,
+            "format": "PDF",
+        },
+    )
+    document.rename(tmp_path / "filed-away.pdf")  # filed out of Downloads after it was read
+
+    client = EngineClient(log_path=tmp_path / "engine.log")
+    view = ExtractView(client, queue=queue)
+    qtbot.addWidget(view)
+    client.start()
+    try:
+        qtbot.waitUntil(client.is_ready, timeout=60_000)
+        view.select_file(file.id)
+        with qtbot.waitSignal(view.session.document_changed, timeout=60_000):
+            view.editor.item_at("/shop").setText(1, "EDITED")
+        edited = view.queue.file(file.id)
+        assert edited is not None and edited.document is not None
+        assert edited.document["data"] == {"shop": "EDITED"}  # what CSV and Markdown are made of
+        assert edited.document["pages"][0]["data"] == {"shop": "EDITED"}
+        assert (edited.document["page_count"], edited.document["format"]) == (2, "PDF")
+        assert not view.banner.isVisible()
+    finally:
+        client.stop()
+
+
+def test_cancelling_a_batch_keeps_the_pages_already_read_in_its_exports(
+    qtbot, real_window, tmp_path: Path
+) -> None:
+    view: ExtractView = real_window.extract_view
+    view.session.choose_schema("key_values")
+    view.two_pass_box.setChecked(False)
+    view.session.options = dict(FAST)
+    document = write_pdf(tmp_path / "long.pdf", [[f"Page {n}", "Total 12.50"] for n in range(12)])
+    view.add_paths([document])
+    (file,) = view.session.files()
+    qtbot.waitUntil(lambda: view.queue.file(file.id).pages_done >= 2, timeout=120_000)  # type: ignore[union-attr]
+    view.queue_panel.cancel_button.click()
+    qtbot.waitUntil(lambda: not view.session.is_running(), timeout=60_000)
+
+    cancelled = view.queue.file(file.id)
+    assert cancelled is not None and cancelled.status == FileStatus.CANCELLED
+    assert cancelled.document is not None and cancelled.document["status"] != "ok"
+    read = [page.page for page in view.queue.pages(file.id)]
+    assert 2 <= len(read) < 12
+    out = tmp_path / "cancelled.json"
+    with qtbot.waitSignal(view.session.export_finished, timeout=60_000) as finished:
+        assert view.export_to("json", out)
+    assert finished.args == [str(out), ""]
+    exported = json.loads(out.read_text(encoding="utf-8"))
+    assert [page["page"] for page in exported["pages"]] == read
+
+
+def test_read_again_sends_the_pages_without_a_valid_answer_to_the_model_again(
+    qtbot, make_window, command_log, tmp_path: Path
+) -> None:
+    document = write_pdf(tmp_path / "two.pdf", [["one"], ["two"]])
+    changed = make_image(tmp_path / "scan.png")
+    queue = ExtractionQueue(default_path(paths.data_dir()))
+    batch = queue.create_batch({"schema": "table", "schema_title": "Table", "schema_json": None,
+                                "two_pass": False, "options": {}})  # fmt: skip
+    read, rescanned = queue.add_files(batch.id, [document, changed])
+    good = {"page": 1, "status": "ok", "data": {"title": "one"}, "issues": [], "kind": "page"}
+    cut_off = {
+        "page": 2,
+        "status": "failed",
+        "error": "ran past the 16-token limit",
+        "issues": [],
+        "kind": "page",
+    }
+    for file_id, pages in ((read.id, [good, cut_off]), (rescanned.id, [good])):
+        for result in pages:
+            queue.store_page(file_id, result)
+        queue.finish_file(file_id, {"file": "x", "status": "partial", "pages": pages})
+    make_image(changed, "#dc2626")  # scanned again since it was read
+    queue.close()
+
+    window = make_window()
+    view: ExtractView = window.extract_view
+    window.show_page("extract")
+    view.session.retry_file(read.id)  # the queue's context menu: "Read again"
+
+    def extracts() -> list[px.Extract]:
+        return [c for c in sent_commands(command_log) if isinstance(c, px.Extract)]
+
+    qtbot.waitUntil(lambda: bool(extracts()), timeout=10_000)
+    (again,) = extracts()
+    assert again.path == str(document) and again.model == FAKE_MODEL
+    assert again.completed_pages == [good]  # page 2 is read again, page 1 is not
+    assert view.queue.page(read.id, 2) is None
+
+    view.session.retry_file(rescanned.id)  # waits behind the file being read
+    waiting = view.queue.file(rescanned.id)
+    assert waiting is not None and waiting.status == FileStatus.QUEUED
+    assert view.queue.completed_pages(rescanned.id) == []  # it changed: every page is read again
+
+
+def test_every_page_of_a_long_document_has_a_thumbnail_and_one_not_rendered_ahead_renders_when_opened(
+    qtbot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("desktop.state.extraction.PREVIEW_PAGES", 3)  # 40 in the app
+    document = write_pdf(tmp_path / "long.pdf", [[f"Page {n}"] for n in range(1, 15)])
+    queue = ExtractionQueue(default_path(paths.data_dir()))
+    batch = queue.create_batch({"schema": "table", "schema_title": "Table", "schema_json": None,
+                                "two_pass": False, "options": {}})  # fmt: skip
+    (file,) = queue.add_files(batch.id, [document])
+    client = EngineClient(log_path=tmp_path / "engine.log")
+    view = ExtractView(client, queue=queue)
+    qtbot.addWidget(view)
+    view.resize(1280, 800)
+    view.show()
+    client.start()
+    try:
+        view.select_file(file.id)
+        strip = view.page_panel.thumbnails
+        qtbot.waitUntil(lambda: len(view.session.previews.get(file.id, {})) == 3, timeout=60_000)
+        assert strip.count() == 14  # the pages not rendered ahead can be opened too
+
+        strip.setCurrentRow(11)  # page 12
+        assert view.page == 12 and strip.currentRow() == 11
+        qtbot.waitUntil(lambda: 12 in view.session.previews[file.id], timeout=60_000)
+        assert not view.page_panel._pixmap.isNull()  # the page itself, not "Rendering…"
+        assert strip.currentRow() == 11
+        assert "page 12 of 14" in view.page_panel.title.text()
+    finally:
+        client.stop()
+
+
+def test_a_long_file_name_is_shortened_instead_of_widening_the_window(
+    qtbot, make_window, tmp_path: Path
+) -> None:
+    name = "Quarterly report for the northern region final version approved " * 2 + ".png"
+    document = make_image(tmp_path / name)
+    result = {"page": 1, "status": "ok", "data": {"shop": "Corner"}, "issues": []}
+    file_id = stored_batch(ExtractionQueue(default_path(paths.data_dir())), document, result, {})
+    window = make_window()
+    window.resize(1280, 800)
+    view: ExtractView = window.extract_view
+    window.show_page("extract")
+    qtbot.waitUntil(lambda: window.width() == 1280)
+    view.select_file(file_id)
+    QApplication.processEvents()
+    assert window.width() == 1280 and window.minimumSizeHint().width() < 1280
+    for heading in (view.result_title, view.page_panel.title):
+        assert heading.width() < 1280 and name in heading.toolTip()
+    assert view.result_title.text() == f"{name} · page 1"  # the whole name, shown elided
+
+
+def test_an_error_notice_is_shown_in_the_error_colour_until_the_user_moves_on(
+    qtbot, make_window, tmp_path: Path
+) -> None:
+    from PySide6.QtWidgets import QApplication
+
+    from desktop.app import load_theme
+
+    window = make_window()
+    view: ExtractView = window.extract_view
+    window.show_page("extract")
+    app = QApplication.instance()
+    load_theme(app)  # the colours are the app's theme's
+    try:
+        view.session.notice.emit("Schema file broken.json is not valid JSON.", "error")
+        banner = view.banner
+        assert banner.isVisible() and banner.property("level") == "error"
+        picture = banner.grab().toImage()
+        assert picture.pixelColor(banner.width() - 30, banner.height() // 2).name() == "#fef2f2"
+        assert banner.label.palette().color(banner.label.foregroundRole()).name() == "#991b1b"
+    finally:
+        app.setStyleSheet("")
+
+    view.add_paths([make_image(tmp_path / "receipt.png")])  # the next batch: the error is old news
+    assert not banner.isVisible()
+
+
+def test_quitting_while_the_real_engine_reads_a_file_neither_sends_it_again_nor_counts_a_death(
+    qtbot, real_window, tmp_path: Path
+) -> None:
+    view: ExtractView = real_window.extract_view
+    view.session.choose_schema("key_values")
+    view.two_pass_box.setChecked(False)
+    view.session.options = dict(FAST)
+    document = write_pdf(tmp_path / "long.pdf", [[f"Page {n}"] for n in range(12)])
+    view.add_paths([document])
+    (file,) = view.session.files()
+    qtbot.waitUntil(lambda: view.queue.file(file.id).pages_done >= 1, timeout=120_000)  # type: ignore[union-attr]
+    real_window.close()  # the engine cancels the job as it shuts down…
+    real_window.client.stop()  # …and aboutToQuit and main() stop it twice more
+    real_window.client.stop()
+    stopped = view.queue.file(file.id)
+    assert stopped is not None and stopped.status == FileStatus.QUEUED
+    assert stopped.attempts == 1  # started once, not again for every stop
+    assert view.session.batch.status == BatchStatus.ACTIVE  # type: ignore[union-attr]

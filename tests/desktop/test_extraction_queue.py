@@ -127,6 +127,19 @@ def test_cancel_ends_every_open_file_but_keeps_stored_pages(queue, files) -> Non
     assert queue.next_file(batch.id).id == first.id  # type: ignore[union-attr]
 
 
+def test_reading_a_file_again_forgets_its_pages_without_a_valid_answer(queue, files) -> None:
+    batch = queue.create_batch({"schema": "table"})
+    first = queue.add_files(batch.id, files)[0]
+    for number, status in ((1, "ok"), (2, "failed"), (3, "invalid"), (4, "invalid")):
+        queue.store_page(first.id, page(number, status))
+    queue.save_edit(first.id, 4, {"n": "corrected by hand"})
+    queue.finish_file(first.id, {"status": "partial", "pages": [page(1)]})
+    queue.retry_file(first.id)
+    # Pages 2 and 3 go to the model again; page 1 was valid, page 4 is the user's answer.
+    assert [stored["page"] for stored in queue.completed_pages(first.id)] == [1, 4]
+    assert queue.next_file(batch.id).id == first.id  # type: ignore[union-attr]
+
+
 def test_an_edit_is_kept_beside_the_answer_and_travels_back_as_the_page_data(queue, files) -> None:
     batch = queue.create_batch({"schema": "invoice"})
     first = queue.add_files(batch.id, files)[0]

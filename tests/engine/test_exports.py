@@ -123,6 +123,49 @@ def test_csv_of_several_files_unions_the_columns_and_skips_failed_files() -> Non
     assert rows[3] == ["chart.png", "", "", "2023", "Q1", "120"]
 
 
+def test_csv_keeps_every_column_of_a_header_that_repeats_a_name_or_leaves_cells_blank() -> None:
+    repeated = {
+        "file": "/scans/a.jpg",
+        "data": {"header": ["Qty", "Qty", "", ""], "rows": [["1", "2", "3", "4"]]},
+    }
+    other = {"file": "/scans/b.jpg", "data": {"header": ["Qty", "Note"], "rows": [["5", "x"]]}}
+    assert read_csv(exports.export([repeated, other], "csv")) == [
+        ["file", "Qty", "Qty", "", "", "Note"],
+        ["a.jpg", "1", "2", "3", "4", ""],
+        ["b.jpg", "5", "", "", "", "x"],
+    ]
+
+
+def test_csv_defuses_formulas_in_column_names_and_file_names_too() -> None:
+    document = {
+        "file": "/scans/=cmd.jpg",
+        "data": {
+            "header": ['=HYPERLINK("http://evil.example","click")', "note"],
+            "rows": [["=1+1", "fine"]],
+        },
+    }
+    assert read_csv(exports.export([document], "csv")) == [
+        ["file", '\'=HYPERLINK("http://evil.example","click")', "note"],
+        ["'=cmd.jpg", "'=1+1", "fine"],
+    ]
+
+
+def test_files_of_the_same_name_in_different_folders_are_told_apart() -> None:
+    data = {"header": ["n"], "rows": [["1"]]}
+    documents = [
+        {"file": f"/in/{name}", "data": data}
+        for name in ("january/scan.jpg", "february/scan.jpg", "february/scan.png")
+    ]
+    rows = read_csv(exports.export(documents, "csv"))
+    assert [row[0] for row in rows[1:]] == [
+        "january/scan.jpg",
+        "february/scan.jpg",
+        "february/scan.png",
+    ]
+    text = exports.export(documents, "md")
+    assert "# january/scan.jpg" in text and "# february/scan.jpg" in text
+
+
 def test_csv_of_plain_fields_lists_each_value_with_its_path() -> None:
     document = {"file": "form.png", "data": {"name": "Ada", "address": {"city": "London"}}}
     assert read_csv(exports.export([document], "csv"))[1:] == [

@@ -423,6 +423,25 @@ def test_cancel_between_pages_keeps_the_finished_pages(engine, tiny_model, tmp_p
     assert event.reason == "cancelled"
     result = px.document_result(event.result)
     assert 1 <= len(result.pages) < 30 and len(result.pages) == len(partials)
+    assert result.status != "ok"  # pages were left unread: never reported as a whole document
+
+
+def test_pages_the_client_holds_merge_again_after_the_file_was_moved(
+    engine, tmp_path: Path
+) -> None:
+    document = write_pdf(tmp_path / "moved.pdf", [["one"], ["two"]])
+    held = [
+        {"page": 1, "status": "ok", "data": {"title": "Edited", "header": ["a"], "rows": [["1"]]}},
+        {"page": 2, "status": "ok", "data": {"title": None, "header": ["a"], "rows": [["2"]]}},
+    ]
+    document.rename(tmp_path / "filed-away.pdf")  # a merge needs nothing from the file
+    command = extract(document, None, pages=[1, 2], completed_pages=held, never_send=True)
+    partials, finished = collect(engine, command)
+    assert finished.reason == "done", finished.message
+    result = px.document_result(finished.result)
+    assert partials == [] and [page.page for page in result.pages] == [1, 2]
+    assert result.data == {"title": "Edited", "header": ["a"], "rows": [["1"], ["2"]]}
+    assert result.status == "ok" and result.file == str(document)
 
 
 def test_a_chart_image_gets_a_replot_beside_the_original(
