@@ -272,7 +272,7 @@ class PagePanel(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(6)
         heading = QHBoxLayout()
-        self.title = ElidedLabel("No document selected")
+        self.title = ElidedLabel("Preview")
         self.title.setObjectName("panelHeading")
         heading.addWidget(self.title, 1)
         self.page_button = QPushButton("Page")
@@ -283,6 +283,7 @@ class PagePanel(QWidget):
             button.setObjectName("segment")
             group.addButton(button)
             heading.addWidget(button)
+            button.hide()  # shown for a chart whose series can be drawn again
         self.page_button.setChecked(True)
         self.page_button.toggled.connect(self._refresh)
         self.ask_button = QPushButton("Ask in chat")
@@ -351,6 +352,8 @@ class PagePanel(QWidget):
         self._page_path = getattr(self, "_pages", {}).get(number)
         self._replot_path = replot
         self.replot_button.setEnabled(bool(replot))
+        self.page_button.setVisible(bool(replot))
+        self.replot_button.setVisible(bool(replot))
         if not replot:
             self.page_button.setChecked(True)
         for row in range(self.thumbnails.count()):

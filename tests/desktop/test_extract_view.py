@@ -410,7 +410,8 @@ def test_a_chart_result_offers_its_replot_beside_the_page(qtbot, make_window, tm
     window.show_page("extract")
     view.select_file(file_id)
     panel = view.page_panel
-    assert panel.replot_button.isEnabled() and panel.page_button.isChecked()
+    assert panel.replot_button.isVisible() and panel.replot_button.isEnabled()
+    assert panel.page_button.isChecked()
     panel.replot_button.click()
     assert panel._pixmap.width() == 600  # the re-plot, not the page
     assert view.table.set_value(data) is False  # a chart has no record list: Fields only
@@ -622,6 +623,7 @@ def test_a_long_file_name_is_shortened_instead_of_widening_the_window(
     for heading in (view.result_title, view.page_panel.title):
         assert heading.width() < 1280 and name in heading.toolTip()
     assert view.result_title.text() == f"{name} · page 1"  # the whole name, shown elided
+    assert not view.page_panel.replot_button.isVisible()  # not a chart: room for the name
 
 
 def test_an_error_notice_is_shown_in_the_error_colour_until_the_user_moves_on(
