@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from desktop.cli import chat, exit_codes, extract, finetune, models, search
@@ -25,6 +26,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here rather than at exit, so that a closed pipe is caught below
+        return code
+    except BrokenPipeError:
+        # The reader of the output has gone (`visiondesk … | head`): stop quietly, as other
+        # tools do. stdout now goes nowhere, so that Python's own flush at exit cannot fail
+        # (https://docs.python.org/3/library/signal.html#note-on-sigpipe).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return exit_codes.FAILED
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -25,6 +25,7 @@ from desktop.cli.engine_process import EngineGone, EngineProcess, new_job_id
 from desktop.paths import data_dir
 from engine import protocol as p
 from engine.protocol import finetune as pf
+from engine.protocol.wording import counted
 
 GIB = 1024**3
 REPORT_EVERY_S = 2.0  # progress lines on stderr at most this often (every eval is shown)
@@ -75,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
         return exit_codes.USAGE
     try:
         with EngineProcess(data_dir() / "logs" / "engine.log", verbose=args.verbose) as engine:
+            if isinstance(command, pf.PlanFinetune | pf.StartFinetune):
+                code = _follow(engine, _check_data(command), args)
+                if code != exit_codes.OK:
+                    return code
             return _follow(engine, command, args)
     except EngineGone as exc:
         print(f"visiondesk: error: {exc}", file=sys.stderr)
@@ -138,6 +143,19 @@ def _command(args: argparse.Namespace) -> p.Command:
     )
 
 
+def _check_data(command: pf.PlanFinetune | pf.StartFinetune) -> pf.InspectDataset:
+    """The wizard's data check, run first so that its problems are listed: the plan reports only
+    the rows the model's processor refused, not those that could not be read or were dropped."""
+    settings = command.settings
+    return pf.InspectDataset(
+        job_id=new_job_id(),
+        folder=command.data,
+        caption_prompt=settings.caption_prompt,
+        fixes=settings.fixes,
+        seed=settings.seed,
+    )
+
+
 def _folder(value: str) -> str:
     return str(Path(value).expanduser().resolve())
 
@@ -170,13 +188,31 @@ def _follow(engine: EngineProcess, command: Any, args: argparse.Namespace) -> in
                 raise
             break
     if finished is None:  # the engine went down with the terminal's Ctrl-C; the trainer saved
+        return stopped(command)
+    return printer.finish(finished, command)
+
+
+def stopped(command: Any) -> int:
+    """A job that ended on Ctrl-C without saying where its run stands.
+
+    A terminal's Ctrl-C reaches the engine too, which then ends its jobs as cancelled with no
+    result, while the trainer saves a checkpoint; the run folder is known from the command.
+    """
+    run_dir = ""
+    if isinstance(command, pf.StartFinetune):
+        run_dir = command.out_dir
+    elif isinstance(command, pf.ResumeFinetune):
+        run_dir = command.run_dir
+    if not run_dir:
+        print("visiondesk: cancelled", file=sys.stderr)
+    elif Path(run_dir).is_dir():
         print(
-            "visiondesk: stopped; continue with: visiondesk finetune --resume "
-            f"{getattr(command, 'out_dir', getattr(command, 'run_dir', ''))}",
+            f"visiondesk: stopped; continue with: visiondesk finetune --resume {run_dir}",
             file=sys.stderr,
         )
-        return exit_codes.INTERRUPTED
-    return printer.finish(finished, command)
+    else:
+        print("visiondesk: stopped before training began; nothing was saved", file=sys.stderr)
+    return exit_codes.INTERRUPTED
 
 
 class Printer:
@@ -229,7 +265,13 @@ class Printer:
         result = finished.result or {}
         if self.as_json:
             return exit_codes.INTERRUPTED if finished.reason == "cancelled" else exit_codes.OK
-        if "plan" in result:
+        if finished.reason == "cancelled" and "run" not in result:
+            return stopped(command)
+        if "report" in result:
+            report = pf.decode_report(result)
+            if report.issues:
+                print(describe_issues(report), file=sys.stderr)
+        elif "plan" in result:
             print(describe_plan(pf.decode_plan(result)))
         elif "evaluation" in result:
             print(describe_evaluation(pf.decode_evaluation(result)))
@@ -287,6 +329,24 @@ def describe_plan(plan: pf.FinetunePlan) -> str:
     lines.extend(f"  advice: {line}" for line in plan.advice)
     lines.extend(f"  note: {line}" for line in plan.warnings)
     lines.extend(f"  left out: {issue.message}" for issue in plan.skipped_rows)
+    return "\n".join(lines)
+
+
+def describe_issues(report: pf.DatasetReport, limit: int = 20) -> str:
+    """The problems the data check found and no fix removed: rows that could not be read (left
+    out), and those that block training until the files are corrected."""
+    lines = [
+        f"visiondesk: {counted(len(report.issues), 'problem')} in the data in {report.folder}:"
+    ]
+    for issue in report.issues[:limit]:
+        if issue.blocking:
+            lines.append(f"  {issue.message} (blocks training)")
+        elif issue.kind == "parse_error":
+            lines.append(f"  {issue.message} (left out)")
+        else:
+            lines.append(f"  {issue.message}")
+    if len(report.issues) > limit:
+        lines.append(f"  … and {len(report.issues) - limit} more")
     return "\n".join(lines)
 
 

@@ -21,6 +21,7 @@ from desktop.cli.engine_process import new_job_id, run_one_job
 from desktop.paths import data_dir
 from engine import protocol as p
 from engine.protocol import models as pm
+from engine.protocol.base import MAX_IMAGE_PIXELS
 
 QUANTS = ["auto", "nf4", "int8", "none"]
 DEVICES = ["auto", "cuda", "cpu", "mps"]
@@ -93,8 +94,17 @@ def run_plan(args: argparse.Namespace) -> int:
     match = re.fullmatch(r"(\d+)[xX](\d+)", args.image_size)
     if not match or min(int(match[1]), int(match[2])) < 1:
         return _usage(f"--image-size must look like 1024x768, not {args.image_size!r}")
+    # The planner builds a blank image of this size: a huge one takes all the engine's memory,
+    # and VisionDesk never opens an image this large anyway (load_image's limit).
+    if int(match[1]) * int(match[2]) > MAX_IMAGE_PIXELS:
+        return _usage(
+            f"--image-size {args.image_size} is over {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels, "
+            "more than VisionDesk opens"
+        )
     if args.images < 0 or args.context < 0:
         return _usage("--images and --context must not be negative")
+    if args.vram is not None and args.vram <= 0:
+        return _usage("--vram is the GPU's memory in GB and must be more than 0")
     command = pm.PlanMemory(
         job_id=new_job_id(),
         model=_model_arg(args.model),
@@ -223,6 +233,13 @@ def run_import(args: argparse.Namespace) -> int:
     if not source.is_dir():
         print(f"visiondesk: error: not a folder: {args.source}", file=sys.stderr)
         return exit_codes.BAD_INPUT
+    if args.name is not None and (args.name in ("", ".", "..") or re.search(r"[/\\]", args.name)):
+        print(
+            f"visiondesk: error: --name {args.name!r} is not a folder name; give one plain name "
+            "(no '/', '\\' or '..'): the copy goes into the models folder",
+            file=sys.stderr,
+        )
+        return exit_codes.USAGE
     reporter = _ProgressLine()
     command = pm.ImportFolder(
         job_id=new_job_id(),

@@ -108,6 +108,12 @@ def run_index(args: argparse.Namespace) -> int:
         print(f"{result['images_per_s']:.1f} images/s")
     if result.get("skipped"):
         print("see `visiondesk search status` for the skipped files and why", file=sys.stderr)
+    for gone in result.get("gone", []):
+        print(
+            f"visiondesk: {gone['path']} is gone; its {gone['items']} files stay in the index, "
+            f"left out of results (reconnect it, or: visiondesk search forget {gone['path']})",
+            file=sys.stderr,
+        )
     if finished.reason == "cancelled":
         print("visiondesk: cancelled; run the same command to resume", file=sys.stderr)
         return exit_codes.INTERRUPTED
@@ -178,7 +184,8 @@ def run_status(args: argparse.Namespace) -> int:
     for folder in status.folders:
         when = _when(folder.last_indexed_at)
         pages = ", every PDF page" if folder.pdf_pages == "all" else ""
-        print(f"  {folder.path}  {folder.items} files, indexed {when}{pages}")
+        gone = " (gone from disk: left out of results)" if folder.gone else ""
+        print(f"  {folder.path}  {folder.items} files, indexed {when}{pages}{gone}")
     print("Models:")
     for model in status.models:
         labels = f"; tags: {', '.join(model.labels)}" if model.labels else ""

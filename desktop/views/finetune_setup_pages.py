@@ -50,6 +50,19 @@ from desktop.views.thumbnails import thumbnail
 from engine.protocol import finetune as pf
 
 
+def nothing_read(report: pf.DatasetReport) -> str:
+    """Why a dataset has no row at all, in the words of its format."""
+    unread = [issue for issue in report.issues if issue.kind == "parse_error"]
+    if report.format != "sidecar_txt":
+        where = "metadata.jsonl" if report.format == "metadata_jsonl" else "the CSV file"
+        return f"no row of {where} could be used"
+    pictures = sum(1 for issue in unread if not issue.path.lower().endswith(".txt"))
+    if not pictures:
+        return "no caption file has a picture of the same name next to it"
+    which = "the picture has" if pictures == 1 else f"none of the {pictures} pictures has"
+    return f"{which} a caption file (a .txt file of the same name) that could be read"
+
+
 class ModelPage(Page):
     def __init__(self, session: FinetuneSession, models: list[str]) -> None:
         super().__init__(session, "Base model", "Pick the model you want to teach.")
@@ -164,7 +177,13 @@ class DataPage(Page):
                 f"All {report.train_rows} are used for learning. With fewer than 32 examples none "
                 "can be set aside, so the final check shows how well they were learned."
             )
-        self.summary.setText(f"<b>{len(report.rows)} {kind}.</b> {split}{escape(fixed)}")
+        if report.rows:
+            self.summary.setText(f"<b>{len(report.rows)} {kind}.</b> {split}{escape(fixed)}")
+        else:
+            self.summary.setText(
+                f"<span style='color:#b91c1c'><b>Nothing to train on:</b> {nothing_read(report)}."
+                "</span> Fix the problems below, or choose another folder."
+            )
         self._show_issues(report)
         self.grid.clear()
         problems = {issue.row: issue for issue in report.issues if issue.row is not None}
@@ -196,8 +215,13 @@ class DataPage(Page):
         for issue in report.issues:
             groups.setdefault(issue.kind, []).append(issue)
         fixable = [kind for kind in groups if kind in FIX_VERBS]
+        # With no row left, the rows that could not be read are what stands in the way.
+        unreadable_blocks = not report.rows
         for line, (kind, issues) in enumerate(groups.items()):
-            colour = "#b91c1c" if any(i.blocking for i in issues) else "#b45309"
+            blocks = any(i.blocking for i in issues) or (
+                unreadable_blocks and kind == "parse_error"
+            )
+            colour = "#b91c1c" if blocks else "#b45309"
             text = QLabel(
                 f"<span style='color:{colour}'>●</span> <b>{ISSUE_TITLES.get(kind, kind)}</b>"
                 f" ({len(issues)}): {escape(issues[0].message)}" + (" …" if len(issues) > 1 else "")
@@ -214,7 +238,7 @@ class DataPage(Page):
                 button.clicked.connect(lambda _=False, k=kind: self.fix([k]))
                 self.issues_grid.addWidget(button, line, 1)
         if groups:
-            blocking = any(issue.blocking for issue in report.issues)
+            blocking = unreadable_blocks or any(issue.blocking for issue in report.issues)
             note = (
                 "<span style='color:#b91c1c'>● must be fixed before training</span>"
                 if blocking

@@ -1,10 +1,10 @@
 """The Search screen: a query box, a lazily filled thumbnail grid, and indexing with ETA and cancel.
 
 The view talks to the engine only through commands (``search_query``, ``get_thumbnails``,
-``index_folders``, ``search_status``) on an object with ``send(command)``, ``cancel(job_id)`` and
-an ``event_received`` signal (``EngineClient``). Thumbnails are asked for only when the grid
-paints a cell, a few dozen per request, and kept in a bounded cache, so a result list of
-thousands scrolls smoothly.
+``index_folders``, ``search_status``, ``remove_folders``) on an object with ``send(command)``,
+``cancel(job_id)`` and an ``event_received`` signal (``EngineClient``). Thumbnails are asked for
+only when the grid paints a cell, a few dozen per request, and kept in a bounded cache, so a
+result list of thousands scrolls smoothly.
 """
 
 from __future__ import annotations
@@ -290,6 +290,56 @@ class SkippedDialog(QDialog):
         layout.addWidget(buttons)
 
 
+class FoldersDialog(QDialog):
+    """The indexed folders, and a way to remove some from the index (the files stay on disk).
+
+    A folder gone from disk (deleted, or on a drive not mounted now) is marked: it is left out of
+    updates and results until it comes back or is removed here.
+    """
+
+    def __init__(self, folders: list[ps.IndexedFolder], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Indexed folders")
+        self.resize(760, 360)
+        self.folders = list(folders)
+        layout = QVBoxLayout(self)
+        self.table = QTableWidget(len(self.folders), 3)
+        self.table.setHorizontalHeaderLabels(["Folder", "Images", "State"])
+        self.table.verticalHeader().hide()
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for row, folder in enumerate(self.folders):
+            path = QTableWidgetItem(folder.path)
+            path.setToolTip(folder.path)
+            self.table.setItem(row, 0, path)
+            self.table.setItem(row, 1, QTableWidgetItem(str(folder.items)))
+            state = QTableWidgetItem("gone from disk" if folder.gone else "")
+            if folder.gone:
+                state.setForeground(QColor("#b45309"))
+                state.setToolTip("Deleted or not mounted: left out of updates and results.")
+            self.table.setItem(row, 2, state)
+        self.table.itemSelectionChanged.connect(self._on_table_selection_changed)
+        layout.addWidget(self.table)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        self.remove_button = buttons.addButton(
+            "Remove from index", QDialogButtonBox.ButtonRole.AcceptRole
+        )
+        self.remove_button.setToolTip("Forget the selected folders; their files stay on disk")
+        self.remove_button.setEnabled(False)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+
+    def selected_folders(self) -> list[str]:
+        rows = sorted({index.row() for index in self.table.selectedIndexes()})
+        return [self.folders[row].path for row in rows]
+
+    @Slot()
+    def _on_table_selection_changed(self) -> None:
+        self.remove_button.setEnabled(bool(self.selected_folders()))
+
+
 class SearchView(QWidget):
     """Search by text, by image or both; index folders; hand a result to chat or extraction."""
 
@@ -309,6 +359,7 @@ class SearchView(QWidget):
         self._query_job: str | None = None
         self._status_job: str | None = None
         self._index_job: str | None = None
+        self._remove_job: str | None = None
         self._cancelling = False
         self._tag_labels: list[str] = []
         self._thumbnail_jobs: dict[str, list[int]] = {}
@@ -396,9 +447,18 @@ class SearchView(QWidget):
         layout.addWidget(self.progress_row)
 
         info = QHBoxLayout()
+        # The last outcome (a query's, an index run's, an error) stays here; the index's counts
+        # go on the folders button, so that a status refresh never hides an outcome.
         self.info_label = QLabel()
         self.info_label.setObjectName("searchInfo")
         info.addWidget(self.info_label, 1)
+        self.folders_button = QPushButton()
+        self.folders_button.setObjectName("linkButton")
+        self.folders_button.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.folders_button.setToolTip("The indexed folders; remove one from the index")
+        self.folders_button.clicked.connect(self.show_folders)
+        self.folders_button.hide()
+        info.addWidget(self.folders_button)
         self.skipped_button = QPushButton()
         self.skipped_button.setObjectName("linkButton")
         self.skipped_button.setCursor(Qt.CursorShape.PointingHandCursor)
@@ -498,6 +558,22 @@ class SearchView(QWidget):
         if self.status is not None:
             SkippedDialog(self.status.skipped, self.status.skipped_total, self).exec()
 
+    def show_folders(self) -> FoldersDialog | None:
+        """The folder list (window-modal, not blocking); "Remove from index" forgets folders."""
+        if self.status is None:
+            return None
+        dialog = FoldersDialog(self.status.folders, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.accepted.connect(lambda: self.remove_folders(dialog.selected_folders()))
+        dialog.open()
+        return dialog
+
+    def remove_folders(self, folders: list[str]) -> None:
+        """Forget folders in the index: their entries and thumbnails, not their files."""
+        if folders:
+            command = ps.RemoveFolders(job_id=_new_id(), data_dir=self.data_dir, folders=folders)
+            self._remove_job = self._send(command)
+
     def open_hit(self, row: int) -> None:
         hit = self.results.hit(row)
         if hit is not None:
@@ -527,6 +603,9 @@ class SearchView(QWidget):
             elif job_id == self._status_job:
                 self._status_job = None
                 self._on_status_finished(event)
+            elif job_id == self._remove_job:
+                self._remove_job = None
+                self._on_remove_finished(event)
             elif job_id in self._thumbnail_jobs:
                 self._on_thumbnails_finished(self._thumbnail_jobs.pop(job_id), event)
 
@@ -568,11 +647,11 @@ class SearchView(QWidget):
         self.model_box.blockSignals(False)
         labels = next((m.labels for m in status.models if m.name == self.model_name()), [])
         self._fill_tags(labels)
+        gone = sum(folder.gone for folder in status.folders)
+        text = f"{counted(status.items, 'image')} in {counted(len(status.folders), 'folder')}"
+        self.folders_button.setText(text + (f" ({gone} gone)" if gone else ""))
+        self.folders_button.setVisible(bool(status.folders))
         if status.folders:
-            folders = len(status.folders)
-            self.info_label.setText(
-                f"{status.items} images in {folders} folder{'s' if folders != 1 else ''}"
-            )
             if not self.results.hits:
                 self._show_empty("Type what you are looking for above, or drop in an image.")
         else:
@@ -600,12 +679,33 @@ class SearchView(QWidget):
                 self._show_error(event)
             else:
                 done = "Indexed" if event.reason == "done" else "Stopped;"
-                self.info_label.setText(
+                text = (
                     f"{done} {result.get('embedded', 0)} new, {result.get('reused', 0)} recognised, "
                     f"{result.get('removed', 0)} removed, {result.get('skipped', 0)} skipped"
                 )
+                gone = result.get("gone", [])
+                if gone:
+                    text = _escape(text) + "".join(
+                        f"<br><span style='color:#b45309'>{_escape(folder['path'])} is gone "
+                        f"and left out of results ({counted(folder['items'], 'image')} kept). "
+                        "Reconnect it, or remove it from the index in the folder list.</span>"
+                        for folder in gone
+                    )
+                self.info_label.setText(text)
             self.index_finished.emit(event.reason, result)
             self.refresh_status()
+
+    def _on_remove_finished(self, event: p.Finished) -> None:
+        if event.reason != "done":
+            self._show_error(event)
+            return
+        result = event.result or {}
+        folders = "; ".join(result.get("folders", []))
+        self.info_label.setText(
+            f"Removed {counted(result.get('removed', 0), 'image')} of {folders} from the index "
+            "(the files stay on disk)."
+        )
+        self.refresh_status()
 
     def _show_error(self, event: p.Finished) -> None:
         self.info_label.setText(

@@ -82,13 +82,24 @@ def run_index(job: Job, command: ps.IndexFolders, runtime: Runtime) -> Outcome:
         raise BadInput("The batch size must be at least 1 and the worker count not negative.")
     with ExitStack() as stack, _store(command.data_dir) as store:
         folders = [normalise_folder(folder) for folder in command.folders]
-        if not folders:
-            folders = [path for path, _, _ in store.folders()]
-        if not folders:
-            raise BadInput("Name a folder to index.")
         for folder in folders:
             if not Path(folder).is_dir():
                 raise BadInput(f"Folder not found: {folder}")
+        gone: list[str] = []
+        if not folders:
+            # Updating every folder: one that is gone (deleted, or on a drive not mounted now)
+            # is left out, with its entries kept, so that the other folders still update.
+            known = [path for path, _, _ in store.folders()]
+            folders = [path for path in known if Path(path).is_dir()]
+            gone = [path for path in known if path not in folders]
+        if not folders and gone:
+            raise BadInput(
+                f"No indexed folder can be found ({'; '.join(gone)}). Reconnect its drive, or "
+                "remove it from the index (visiondesk search forget FOLDER, or Folders in the "
+                "Search view)."
+            )
+        if not folders:
+            raise BadInput("Name a folder to index.")
         encoder = stack.enter_context(
             _encoder(
                 command.model,
@@ -111,6 +122,7 @@ def run_index(job: Job, command: ps.IndexFolders, runtime: Runtime) -> Outcome:
         except ValueError as exc:  # the model's vector size changed under the same name
             raise BadInput(str(exc)) from exc
         reason, result = run.run()
+        result["gone"] = [{"path": folder, "items": store.items_in(folder)} for folder in gone]
         if reason == "done":
             result["tagged"] = tag_contents(store, encoder, run.model, only_untagged=True)
             vectors = vectors_for(store, run.model)
@@ -140,8 +152,10 @@ def run_query(job: Job, command: ps.SearchQuery, runtime: Runtime) -> dict[str, 
         text_vector = encoder.encode_texts([text])[0] if text else None
         query = combine(image_vector, text_vector, command.text_weight)
         index = vectors_for(store, model)
-        filters = Filters(command.tags, [normalise_folder(f) for f in command.folders])
-        _require_indexed(filters.folders, [path for path, _, _ in store.folders()])
+        indexed = [path for path, _, _ in store.folders()]
+        gone = [path for path in indexed if not Path(path).is_dir()]
+        filters = Filters(command.tags, [normalise_folder(f) for f in command.folders], gone)
+        _require_indexed(filters.folders, indexed)
         allowed = None
         if filters:
             try:
@@ -154,7 +168,7 @@ def run_query(job: Job, command: ps.SearchQuery, runtime: Runtime) -> dict[str, 
         # A few more than asked: a vector whose files were just removed yields no hit.
         ids, scores, exact = index.search(query, command.top_k + 16, allowed, command.exact)
         search_ms = (time.monotonic() - searched) * 1000
-        hits = hits_for(store, model, ids, scores, command.top_k)
+        hits = hits_for(store, model, ids, scores, command.top_k, gone)
         with store.transaction():
             store.touch_model(model.id)
     return {
@@ -195,9 +209,10 @@ def run_status(job: Job, command: ps.SearchStatus, runtime: Runtime) -> dict[str
         folders = [
             ps.IndexedFolder(
                 path=folder,
-                items=count("SELECT COUNT(*) FROM items WHERE folder = ?", folder),
+                items=store.items_in(folder),
                 last_indexed_at=last,
                 pdf_pages="all" if pages == "all" else "first",
+                gone=not Path(folder).is_dir(),
             )
             for folder, last, pages in store.folders()
         ]

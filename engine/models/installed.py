@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engine.errors import BadInput, EngineError, ModelNotFound
+from engine.errors import BadInput, EngineError, ModelNotFound, Unsupported
 from engine.models.resolve import PICKLE_SUFFIXES
 from engine.protocol.models import InstalledModel, ModelsErrorCode
 
@@ -200,6 +200,12 @@ def _delete_folder(path: Path, managed_root: str | None) -> dict[str, Any]:
 # --- importing ----------------------------------------------------------------------------------
 
 
+def is_plain_name(name: str) -> bool:
+    """One folder name: ``--name`` must keep the copy inside the models folder, where it is
+    listed and can be deleted."""
+    return name not in ("", ".", "..") and "/" not in name and "\\" not in name
+
+
 def import_folder(
     source: str,
     destination_root: str,
@@ -214,8 +220,19 @@ def import_folder(
     from engine.models.download import check_disk
     from engine.models.resolve import resolve_model
 
+    if name is not None and not is_plain_name(name):
+        raise BadInput(
+            f"{name!r} is not a folder name; give one plain name (no '/', '\\' or '..'), "
+            "as the copy goes into VisionDesk's models folder."
+        )
     src = Path(source).expanduser().resolve()
     resolved = resolve_model(str(src))  # a folder with a readable config.json, or ModelNotFound
+    # A model the app cannot run would be copied, then never listed (describe_folder skips it).
+    if model_kind(resolved.model_type, resolved.config) is None:
+        raise Unsupported(
+            f"{src} is a '{resolved.model_type}' model, not an image-text-to-text or CLIP/SigLIP "
+            "model, so VisionDesk cannot use it."
+        )
     root = Path(destination_root).expanduser().resolve()
     target = root / (name or src.name)
     if target.exists():

@@ -61,6 +61,9 @@ class IndexedFolder(msgspec.Struct, forbid_unknown_fields=False):
     items: int
     last_indexed_at: float | None = None
     pdf_pages: PdfPages = "first"
+    # Gone from disk (deleted, or on a drive not mounted now): skipped by "update every folder"
+    # and hidden from results; its entries stay until the folder is removed from the index.
+    gone: bool = False
 
 
 class IndexedModel(msgspec.Struct, forbid_unknown_fields=False):
@@ -99,7 +102,9 @@ class IndexFolders(Command, tag="index_folders"):
     """Walk folders and embed new or changed images; drop deleted ones. Resumable, cancellable.
 
     Progress: ``Progress(stage="scanning"|"indexing")`` and ``PartialResult`` with the counts,
-    the rate and the ETA after every committed batch.
+    the rate and the ETA after every committed batch. With no folders named, every indexed
+    folder is updated except those gone from disk, which the result lists under ``gone``
+    (``[{"path", "items"}]``) for the user to reconnect or remove.
     """
 
     job_id: str

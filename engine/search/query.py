@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -61,9 +61,12 @@ def forget(store_path: Path) -> None:
 class Filters:
     tags: list[str]
     folders: list[str]
+    # Indexed folders that are gone from disk: their files cannot be opened, so they are left
+    # out of the results (their entries stay, for a drive that is only unmounted).
+    gone: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.tags or self.folders)
+        return bool(self.tags or self.folders or self.gone)
 
 
 def allowed_mask(
@@ -86,6 +89,12 @@ def allowed_mask(
             args += [len(prefix), prefix]
         cursor = store.db.execute(f"SELECT DISTINCT content_id FROM items WHERE {clauses}", args)
         allowed &= _mask(index, (int(row[0]) for row in cursor))
+    if filters.gone:
+        marks = ",".join("?" * len(filters.gone))
+        cursor = store.db.execute(
+            f"SELECT DISTINCT content_id FROM items WHERE folder NOT IN ({marks})", filters.gone
+        )
+        allowed &= _mask(index, (int(row[0]) for row in cursor))
     return allowed
 
 
@@ -105,9 +114,16 @@ def _mask(index: VectorIndex, content_ids: Iterable[int]) -> np.ndarray:
 
 
 def hits_for(
-    store: IndexStore, model: ModelRow, ids: np.ndarray, scores: np.ndarray, k: int
+    store: IndexStore,
+    model: ModelRow,
+    ids: np.ndarray,
+    scores: np.ndarray,
+    k: int,
+    gone: Iterable[str] = (),
 ) -> list[SearchHit]:
-    """Content ids and scores → hits with their files; contents no file shows are left out."""
+    """Content ids and scores → hits with their files; contents no file shows are left out,
+    and so are files of the ``gone`` folders (see ``Filters.gone``)."""
+    hidden = set(gone)
     hits: list[SearchHit] = []
     for content_id, score in zip(ids.tolist(), scores.tolist(), strict=True):
         rows = store.db.execute(
@@ -115,8 +131,9 @@ def hits_for(
             "JOIN contents c ON c.id = i.content_id WHERE i.content_id = ? ORDER BY i.path",
             (content_id,),
         ).fetchall()
+        rows = [row for row in rows if row[2] not in hidden]
         if not rows:
-            continue  # its files were removed; the vector goes at the end of the next run
+            continue  # its files were removed (the vector goes at the end of the next run)
         tags = [
             str(row[0])
             for row in store.db.execute(

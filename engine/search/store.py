@@ -182,6 +182,11 @@ class IndexStore:
             "UPDATE folders SET last_indexed_at = ? WHERE path = ?", (time.time(), path)
         )
 
+    def items_in(self, path: str) -> int:
+        """Entries (files, or PDF pages) found under the indexed folder ``path``."""
+        row = self.db.execute("SELECT COUNT(*) FROM items WHERE folder = ?", (path,)).fetchone()
+        return int(row[0])
+
     def remove_folder(self, path: str) -> int:
         removed = self.db.execute("DELETE FROM items WHERE folder = ?", (path,)).rowcount
         self.db.execute("DELETE FROM skipped WHERE folder = ?", (path,))

@@ -156,3 +156,68 @@ def test_ctrl_c_stops_and_saves_and_resume_finishes_the_run(
     assert f"resumed at step {stopped_at} (step-{stopped_at:08d})" in resumed.stderr
     assert resumed.stderr.count(f"step-{stopped_at:08d}") == 1
     assert "(step 80" in resumed.stdout
+
+
+def test_ctrl_c_from_a_terminal_says_how_to_resume_and_exits_130(
+    tiny_model: Callable[[str], Path], data: Path, tmp_path: Path, tiny_cache: Path
+) -> None:
+    """A terminal's Ctrl-C goes to the whole process group, the engine included, which ends the
+    job with no run in its result: the CLI still names the run to resume and exits 130."""
+    out = tmp_path / "run"
+    env = dict(os.environ, VISIONDESK_DATA_DIR=str(tmp_path / "home"))
+    command = [sys.executable, "-m", "desktop.main", "finetune", "--model"]
+    command += [str(tiny_model("llava")), "--data", str(data), "--out", str(out), "--epochs", "50"]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,  # a process group of its own, as a terminal's job has
+    )
+    assert process.stderr is not None
+    deadline = time.monotonic() + 240
+    for line in process.stderr:
+        if line.startswith("visiondesk: step "):  # training has begun
+            os.killpg(process.pid, signal.SIGINT)
+            break
+        assert time.monotonic() < deadline
+    _, stderr = process.communicate(timeout=240)
+    assert process.returncode == 130, stderr
+    assert f"continue with: visiondesk finetune --resume {out}" in stderr.lower()
+    # The trainer (which ignores Ctrl-C) may still be saving when the CLI has exited.
+    deadline = time.monotonic() + 60
+    while json.loads((out / "status.json").read_text())["state"] != "stopped":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
+def test_the_data_problems_are_listed_before_the_plan_or_its_error(
+    run_cli: Callable[..., subprocess.CompletedProcess[str]],
+    tiny_model: Callable[[str], Path],
+    tmp_path: Path,
+) -> None:
+    from PIL import Image
+
+    images_only = tmp_path / "images_only"
+    images_only.mkdir()
+    for index in range(2):
+        Image.new("RGB", (48, 40), (200, 30 * index, 0)).save(images_only / f"p{index}.png")
+    model = str(tiny_model("llava"))
+    nothing = run_cli("finetune", "--model", model, "--data", str(images_only), "--plan")
+    assert nothing.returncode == 3
+    listed = nothing.stderr.index("p0.png has no caption file (p0.txt) (left out)")
+    assert "p1.png has no caption file (p1.txt)" in nothing.stderr
+    assert nothing.stderr.index("No training rows are left") > listed
+
+    mixed = make_colour_dataset(tmp_path / "mixed", 2)
+    (mixed / "metadata.jsonl").write_text(
+        '{"image": "red.png", "caption": "A plain red square."}\n{not json\n{"image": "red.png"}\n'
+    )
+    plan = run_cli("finetune", "--model", model, "--data", str(mixed), "--plan")
+    assert plan.returncode == 0, plan.stderr
+    assert "1 training rows" in plan.stdout
+    assert "2 problems in the data" in plan.stderr
+    assert (
+        "metadata.jsonl line 2: " in plan.stderr and "metadata.jsonl line 3: no text" in plan.stderr
+    )

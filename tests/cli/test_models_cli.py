@@ -59,6 +59,16 @@ def test_plan_rejects_a_malformed_image_size_with_exit_2(run_cli, llava_7b_confi
     assert result.returncode == 2 and "--image-size" in one_error_line(result.stderr)
 
 
+def test_plan_rejects_a_huge_image_size_and_a_vram_not_above_0_with_exit_2(
+    run_cli, llava_7b_config
+) -> None:
+    huge = run_cli("models", "plan", str(llava_7b_config), "--image-size", "100000x100000")
+    assert huge.returncode == 2 and "over 120 megapixels" in one_error_line(huge.stderr)
+    for vram in ("-5", "0"):
+        result = run_cli("models", "plan", str(llava_7b_config), "--vram", vram)
+        assert result.returncode == 2 and "--vram" in one_error_line(result.stderr)
+
+
 def test_plan_refuses_a_remote_code_config_with_exit_4(run_cli, llava_7b_config, tmp_path) -> None:
     folder = tmp_path / "remote"
     shutil.copytree(llava_7b_config, folder)
@@ -68,6 +78,21 @@ def test_plan_refuses_a_remote_code_config_with_exit_4(run_cli, llava_7b_config,
     result = run_cli("models", "plan", str(folder))
     assert result.returncode == 4
     assert "trust_remote_code" in one_error_line(result.stderr)
+
+
+def test_import_refuses_a_path_as_name_and_a_model_the_app_cannot_use(
+    run_cli, tiny_model, tmp_path
+) -> None:
+    escape = run_cli("models", "import", str(tiny_model("llava")), "--name", "../escape")
+    assert escape.returncode == 2 and "is not a folder name" in one_error_line(escape.stderr)
+    bert = tmp_path / "bertish"
+    bert.mkdir()
+    (bert / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    (bert / "model.safetensors").write_bytes(b"x")
+    refused = run_cli("models", "import", str(bert))
+    assert refused.returncode == 4 and "'bert' model" in one_error_line(refused.stderr)
+    assert not (tmp_path / "data" / "escape").exists()
+    assert not (tmp_path / "data" / "models" / "bertish").exists()
 
 
 def test_load_reports_what_was_loaded(run_cli, tiny_model) -> None:

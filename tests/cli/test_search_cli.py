@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +67,22 @@ def test_search_mistakes_give_clear_errors_and_exit_codes(run_cli: Any, tmp_path
     assert nothing.returncode == 3 and "Nothing is indexed yet" in nothing.stderr
     blank = run_cli("search", "query")
     assert blank.returncode == 2 and "give a text to search for" in blank.stderr
+
+
+def test_a_reader_that_closed_the_pipe_gets_a_quiet_exit(tmp_path: Path, tiny_cache: Path) -> None:
+    """``visiondesk search status | true``: the output has nowhere to go; no traceback."""
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader is gone before anything is written
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "desktop.main", "search", "status"],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ, VISIONDESK_DATA_DIR=str(tmp_path / "data")),
+            timeout=120,
+        )
+    finally:
+        os.close(writer)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr

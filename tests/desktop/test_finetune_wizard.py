@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from PySide6.QtWidgets import QPushButton, QWizard
+from PySide6.QtWidgets import QLabel, QPushButton, QWizard
 
 from desktop.engine_client import EngineClient
 from desktop.state.finetune import FinetuneSession
@@ -162,3 +162,27 @@ def test_a_failed_check_is_shown_and_nothing_moves_on(
     page.folder.editingFinished.emit()
     qtbot.waitUntil(lambda: session.state == "failed", timeout=WAIT)
     assert "not found" in page.summary.text() and not page.isComplete()
+
+
+def test_pictures_without_captions_say_there_is_nothing_to_train_on(
+    qtbot, engine: EngineClient, tiny_model, tmp_path: Path
+) -> None:
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for name in ("red", "blue", "green", "black"):
+        make_image(folder / f"{name}.png", COLOURS[name], (64, 48))
+    session = FinetuneSession(engine)
+    wizard = open_wizard(qtbot, session, str(tiny_model("llava")))
+    wizard.next()
+    page = wizard.page_widget(FinetuneWizard.DATA)
+    page.folder.setText(str(folder))
+    page.folder.editingFinished.emit()
+    qtbot.waitUntil(lambda: session.report is not None and session.state == "idle", timeout=WAIT)
+    summary = page.summary.text()
+    assert "Nothing to train on" in summary and "All 0" not in summary
+    assert "none of the 4 pictures has a caption file" in summary
+    issues = " ".join(label.text() for label in page.issues.findChildren(QLabel))
+    assert "Rows that could not be read</b> (4)" in issues
+    assert "#b91c1c'>●</span> <b>Rows that could not be read" in issues  # marked as blocking
+    assert "must be fixed before training" in issues
+    assert not page.isComplete()

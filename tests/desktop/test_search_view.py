@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,11 @@ from PySide6.QtGui import QPixmap
 
 from desktop import paths
 from desktop.engine_client import EngineClient
-from desktop.views.search import SearchView
+from desktop.views.search import FoldersDialog, SearchView
 from engine import protocol as p
 from engine.protocol import search as ps
 from engine.search.samples import write_samples
+from engine.search.store import IndexStore
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +62,7 @@ def test_index_a_folder_query_and_browse_a_lazily_filled_grid(
     assert any("files ·" in text and "/s" in text for text in progress)  # count, rate (and ETA)
     assert not view.progress_row.isVisibleTo(view)
     qtbot.waitUntil(lambda: view.status is not None and view.status.items == 60, timeout=60_000)
-    assert "60 images in 1 folder" in view.info_label.text()
+    assert view.folders_button.text() == "60 images in 1 folder"
 
     view.query_edit.setText("whiteboard with a bar chart")
     with qtbot.waitSignal(view.results_shown, timeout=120_000) as shown:
@@ -134,3 +136,57 @@ def test_indexing_can_be_cancelled_from_the_view(
     assert reason == "cancelled" and result["embedded"] < 400
     assert not view.progress_row.isVisibleTo(view)
     assert view.info_label.text().startswith("Stopped;")
+
+
+def test_an_index_error_stays_visible_after_the_status_refresh(
+    qtbot: Any, view: SearchView, tmp_path: Path
+) -> None:
+    with IndexStore.open(view.data_dir) as store, store.transaction():
+        store.add_folder(str(tmp_path), "first")  # an index with a folder: a status to show
+    view.set_model("no/such-model")
+    with qtbot.waitSignal(view.index_finished, timeout=60_000) as finished:
+        view.index_folders([str(tmp_path / "nope")])
+    with qtbot.waitSignal(view.status_updated, timeout=60_000):  # the refresh after the run
+        pass
+    assert finished.args[0] == "error"
+    assert f"Folder not found: {tmp_path / 'nope'}" in view.info_label.text()
+    assert view.folders_button.text() == "0 images in 1 folder"
+
+
+def test_update_index_leaves_out_a_gone_folder_that_the_folder_list_removes(
+    qtbot: Any, view: SearchView, tiny_model: Any, tmp_path: Path
+) -> None:
+    kept, gone = tmp_path / "kept", tmp_path / "gone"
+    write_samples(kept, 3, size=(120, 90), noise=False)
+    write_samples(gone, 3, size=(120, 90), seed=1, noise=False)
+    view.set_model(str(tiny_model("clip")))
+    with qtbot.waitSignal(view.index_finished, timeout=300_000):
+        view.index_folders([str(kept), str(gone)])
+    qtbot.waitUntil(lambda: view.status is not None and view.status.items == 6, timeout=60_000)
+
+    shutil.rmtree(gone)
+    write_samples(kept / "new", 2, size=(120, 90), seed=2, noise=False)
+    with qtbot.waitSignal(view.index_finished, timeout=300_000) as finished:
+        view.reindex_button.click()
+    with qtbot.waitSignal(view.status_updated, timeout=60_000):  # the refresh after the run
+        pass
+    reason, result = finished.args
+    assert reason == "done" and result["embedded"] == 2
+    assert result["gone"] == [{"path": str(gone), "items": 3}]
+    # The run's outcome, the gone folder included, is still there after the status refresh.
+    info = view.info_label.text()
+    assert info.startswith("Indexed 2 new") and f"{gone} is gone" in info
+    assert view.folders_button.text() == "8 images in 2 folders (1 gone)"
+
+    view.folders_button.click()
+    dialog = view.findChild(FoldersDialog)
+    assert dialog is not None and dialog.isVisible()
+    assert dialog.table.item(0, 2).text() == "gone from disk"  # sorted by path: gone, kept
+    assert not dialog.remove_button.isEnabled()
+    dialog.table.selectRow(0)
+    with qtbot.waitSignal(view.status_updated, timeout=60_000) as updated:
+        dialog.remove_button.click()
+    status = updated.args[0]
+    assert [(folder.path, folder.gone) for folder in status.folders] == [(str(kept), False)]
+    assert view.info_label.text().startswith(f"Removed 3 images of {gone} from the index")
+    assert view.folders_button.text() == "5 images in 1 folder"

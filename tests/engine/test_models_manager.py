@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from engine import protocol as p
+from engine.errors import BadInput, Unsupported
 from engine.models.installed import import_folder
 from engine.protocol import models as pm
 from tests.engine.harness import EngineHarness, job_id
@@ -150,6 +151,30 @@ def test_a_cancelled_import_leaves_nothing_behind(tiny_model, tmp_path) -> None:
     )  # fmt: skip
     assert result is None and len(calls) == 2
     assert list((tmp_path / "models").iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["../escape", "{tmp}/absolute", "sub/dir", ".."])
+def test_import_refuses_a_name_that_would_leave_the_models_folder(
+    tiny_model, tmp_path, name
+) -> None:
+    managed = tmp_path / "data" / "models"
+    name = name.format(tmp=tmp_path)
+    with pytest.raises(BadInput, match="not a folder name"):
+        import_folder(str(tiny_model("llava")), str(managed), name, lambda *_: None, lambda: False)
+    assert not managed.exists() and not (tmp_path / "data" / "escape").exists()
+    assert not (tmp_path / "absolute").exists()
+
+
+def test_import_refuses_a_model_the_app_cannot_use(tmp_path) -> None:
+    """A text-only model would be copied and then never listed, so it is refused up front."""
+    bert = tmp_path / "bertish"
+    bert.mkdir()
+    (bert / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    (bert / "model.safetensors").write_bytes(b"x")
+    managed = tmp_path / "models"
+    with pytest.raises(Unsupported, match="is a 'bert' model, not an image-text-to-text or CLIP"):
+        import_folder(str(bert), str(managed), None, lambda *_: None, lambda: False)
+    assert not managed.exists()
 
 
 def direct_embeddings(folder: Path, images: list[str], texts: list[str], padding) -> tuple:

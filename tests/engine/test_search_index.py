@@ -232,3 +232,42 @@ def test_a_missing_folder_fails_before_any_model_loads(
     )
     assert finished.reason == "error" and finished.error_code == "bad_input"
     assert "Folder not found" in finished.message
+
+
+def test_updating_every_folder_leaves_out_a_gone_one_and_hides_its_files(
+    engine: EngineHarness, tiny_model: Any, tmp_path: Path
+) -> None:
+    """A deleted (or unmounted) folder does not stop the others from updating; its entries
+    stay in the index for when it comes back, listed in the result and left out of results."""
+    model = tiny_model("clip")
+    data, kept, gone = tmp_path / "data", tmp_path / "kept", tmp_path / "gone"
+    for number, folder in enumerate((kept, gone)):
+        folder.mkdir()
+        for n, kind in enumerate(["photo", "chart", "receipt"]):
+            make_image(kind, (96, 72), 10 * number + n).save(folder / f"{kind}.png")
+    assert index(engine, data, [kept, gone], model)["embedded"] == 6
+    shutil.rmtree(gone)
+    make_image("whiteboard", (96, 72), 99).save(kept / "new.png")
+
+    update = index(engine, data, [], model)  # "update every folder"
+    assert (update["embedded"], update["unchanged"], update["removed"]) == (1, 3, 0)
+    assert update["gone"] == [{"path": str(gone), "items": 3}]
+    finished, _ = engine.run(ps.SearchStatus(job_id=job_id(), data_dir=str(data)))
+    status = ps.decode_status(finished.result)
+    assert {(f.path, f.items, f.gone) for f in status.folders} == {
+        (str(kept), 4, False),
+        (str(gone), 3, True),
+    }
+    finished, _ = engine.run(
+        ps.SearchQuery(job_id=job_id(), data_dir=str(data), text="a receipt", top_k=10)
+    )
+    hits = ps.decode_hits(finished.result)
+    assert sorted(Path(hit.path).name for hit in hits) == sorted(
+        ["photo.png", "chart.png", "receipt.png", "new.png"]
+    )
+    assert all(hit.folder == str(kept) for hit in hits)
+
+    shutil.rmtree(kept)
+    finished, _ = engine.run(ps.IndexFolders(job_id=job_id(), data_dir=str(data), model=str(model)))
+    assert finished.reason == "error" and finished.error_code == "bad_input"
+    assert "No indexed folder can be found" in finished.message
