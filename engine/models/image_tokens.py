@@ -13,6 +13,7 @@ from typing import Any
 from engine.errors import BadInput, Unsupported
 from engine.models.families import quirks_for
 from engine.protocol import ChatMessage
+from engine.protocol.base import MAX_IMAGE_PIXELS
 
 QUESTION = "Describe this image."
 
@@ -91,6 +92,11 @@ def measure(
 
     if width < 1 or height < 1 or images < 0:
         raise BadInput("The image size must be at least 1x1 and the image count not negative.")
+    if width * height > MAX_IMAGE_PIXELS:  # a blank picture of that size is made below
+        raise BadInput(
+            f"An image of {width}×{height} pixels is more than the "
+            f"{MAX_IMAGE_PIXELS / 1e6:.0f}-megapixel limit of any picture VisionDesk reads."
+        )
     token_id = image_token_id(processor, config)
     one = _run(processor, model_type, Image.new("RGB", (width, height), (127, 127, 127)), 1)
     per_image = int((one["input_ids"][0] == token_id).sum()) if token_id is not None else 0

@@ -81,6 +81,14 @@ def test_llava_15_costs_576_image_tokens_at_336_px_whatever_the_input_size(shape
     assert result.image_tokens_per_image == 576 == processor_count(shaped["llava-1.5-7b"], *size)
 
 
+def test_a_picture_over_the_pixel_limit_is_refused_before_one_is_made(shaped) -> None:
+    """Planning makes a blank picture of the size asked for: 100000×100000 would take 30 GB."""
+    from engine.errors import BadInput
+
+    with pytest.raises(BadInput, match="100000×100000 pixels is more than the"):
+        plan(shaped["llava-1.5-7b"], image_width=100_000, image_height=100_000)
+
+
 @pytest.mark.parametrize(
     ("size", "expected"),
     [((336, 336), None), ((672, 672), 2928), ((672, 336), None), ((1008, 336), None),
