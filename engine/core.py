@@ -241,7 +241,7 @@ class Core:
                 log.exception("job %s (%s) failed", job.id, job.kind)
             else:
                 log.info("job %s (%s) failed: %s: %s", job.id, job.kind, error.code, error.message)
-            job.finish("error", error=error)
+            job.finish("error", error=error, result=error.details)
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
             return

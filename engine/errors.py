@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from engine.protocol import ErrorCode
 
 
@@ -9,6 +11,9 @@ class EngineError(Exception):
     """A job failure the user can understand. The engine keeps serving after it."""
 
     code: str = ErrorCode.INTERNAL
+    # What the failed job's ``Finished.result`` still says (who was answering, for a cloud
+    # answer cut off halfway), or None.
+    details: dict[str, Any] | None = None
 
     def __init__(self, message: str, code: str | None = None) -> None:
         super().__init__(message)

@@ -172,6 +172,13 @@ def run_routed(
     job.progress("routing", message=f"{backend.label} {backend.model} — {why}")
     try:
         return cloud(backend, why)
+    except Exception as exc:
+        # Text already streamed stays on screen: it says who wrote it even though it failed.
+        error = classify(exc)
+        error.details = {**(error.details or {}), "backend": backend.name, "model": backend.model}
+        if error is exc:
+            raise
+        raise error from exc
     finally:
         backend.close()
 

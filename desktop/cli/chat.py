@@ -183,7 +183,8 @@ def _stream(engine: EngineProcess, command: p.Chat, as_json: bool) -> tuple[int,
     if wrote_text and not as_json:
         out.write("\n")
     if finished.reason == "error":
-        print(f"visiondesk: error: {finished.message}", file=sys.stderr)
+        message = exit_codes.explained(finished.error_code, finished.message)
+        print(f"visiondesk: error: {message}", file=sys.stderr)
         return exit_codes.for_error(finished.error_code), finished
     if finished.reason == "length" and not as_json:
         print("visiondesk: stopped at --max-new-tokens", file=sys.stderr)

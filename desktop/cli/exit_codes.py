@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from engine.protocol import MODEL_ERROR_CODES, ErrorCode
-from engine.protocol.cloud import CLOUD_ERROR_CODES
+from engine.protocol.cloud import CLOUD_ERROR_CODES, CONSENT_NEEDED
 
 OK = 0
 FAILED = 1
@@ -22,3 +22,11 @@ def for_error(code: str | None) -> int:
     if code in CLOUD_ERROR_CODES:
         return CLOUD_FAILURE
     return FAILED
+
+
+def explained(code: str | None, message: str) -> str:
+    """An engine's error sentence, with what to do on the command line where it differs from
+    the app (a command cannot stop to ask)."""
+    if code == CONSENT_NEEDED:
+        return f"{message} A command cannot ask: --policy local_then_cloud sends it."
+    return message

@@ -498,7 +498,7 @@ def _extract(
                     stage = event.stage
                     where = reading[:1].lower() + reading[1:] if reading else "page"
                     print(f"{label}: {where}: {event.stage}…", file=sys.stderr, flush=True)
-            elif isinstance(event, p.PartialResult):
+            elif isinstance(event, p.PartialResult) and event.data.get("kind") == "page":
                 page = px.page_result(event.data)
                 queue.store_page(file_id, event.data)
                 outcome.pages += 1
@@ -581,7 +581,7 @@ def _summary(batch: Batch, total: int, seconds: float, written: str | None) -> N
         lines.append("Failed:")
         lines += [f"  {o.file.name}: {o.message or 'no valid result'}" for o in failed]
     if batch.aborted:
-        lines.append(f"Stopped early: {batch.aborted}")
+        lines.append(f"Stopped early: {exit_codes.explained(batch.aborted_code, batch.aborted)}")
     print("\n".join(lines), file=sys.stderr)
 
 

@@ -483,7 +483,6 @@ class ChatSession(QObject):
         elif isinstance(event, p.JobStarted):
             self.activity_changed.emit(message.id, "Thinking…")
 
-    @Slot(object)
     def _name_pictures(self, answer: Message) -> tuple[str, list[str]]:
         """A picture's error as the person knows the picture (the engine names the stored copy,
         ``<hash>.jpg``), saying that it is left out from now on; and the hashes of the pictures
@@ -500,6 +499,7 @@ class ChatSession(QObject):
             text += " Later questions in this conversation go without it."
         return text, named
 
+    @Slot(object)
     def _on_client_job_finished(self, finished: p.Finished) -> None:
         pdf = self._renders.pop(finished.job_id, None)
         if pdf is not None:

@@ -133,6 +133,20 @@ def test_impossible_backend_choices_are_usage_errors(cli, stack, picture, args) 
     assert stack.request_count() == 0
 
 
+@pytest.mark.parametrize("command", ["chat", "extract"])
+def test_local_then_ask_cannot_ask_in_a_terminal_so_it_says_how_to_send_and_sends_nothing(
+    cli, stack, picture, tmp_path, command
+) -> None:
+    extra = ["--schema", "key_values"] if command == "extract" else ["What is this?"]
+    args = [picture, *extra] if command == "extract" else ["--image", picture, *extra]
+    result = cli(command, "--model", str(tmp_path / "not-installed"), "--device", "cpu",
+                 "--policy", "local_then_ask", "--backend", "openai", *args)  # fmt: skip
+    assert result.returncode == 5, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "needs your consent. A command cannot ask: --policy local_then_cloud" in result.stderr
+    assert stack.request_count() == 0
+
+
 def test_extract_with_a_cloud_backend_returns_schema_valid_json(cli, stack, picture) -> None:
     answer = {"colour": "red"}  # key_values: a flat mapping from each label to its value
     stack.anthropic.json_answers.extend([answer] * 4)

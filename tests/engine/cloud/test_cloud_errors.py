@@ -128,6 +128,8 @@ def test_a_stream_that_stalls_midway_keeps_what_was_streamed_and_ends_with_timeo
     assert (end.reason, end.error_code) == ("error", c.TIMEOUT)
     assert deltas(events) == ["Half "]
     assert posts(stack, "openai") == 1  # text had reached the user: no retry, no duplicate
+    # The text shown says who wrote it, though the answer failed.
+    assert end.result == {"backend": "openai", "model": "gpt-5.5"}
 
 
 def test_cancel_while_waiting_to_retry_ends_the_job_as_cancelled(engine, stack) -> None:
