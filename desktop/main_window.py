@@ -251,6 +251,9 @@ class MainWindow(QMainWindow):
         self.search_view = SearchView(self.client, paths.data_dir())
         self.search_view.chat_about_image.connect(self._on_search_chat_about_image)
         self.extract_view.chat_about_page.connect(self.chat_about_page)
+        self.extract_view.session.cloud_consent_needed.connect(
+            self._on_extraction_cloud_consent_needed
+        )
         self.search_view.extract_from_image.connect(self._on_search_extract_from_image)
         self.add_page("search", "Search", _padded(self.search_view), "Find images by meaning")
         self.finetune_page = FinetunePage(self.client, models=self._known_models)
@@ -549,6 +552,29 @@ class MainWindow(QMainWindow):
         )
         if answer == QMessageBox.StandardButton.Yes:
             self.session.send_to_cloud(message_id)
+
+    @Slot(int, str)
+    def _on_extraction_cloud_consent_needed(self, file_id: int, sentence: str) -> None:
+        """Policy "local, then ask" on the Extract page: a document leaves the machine only
+        with this yes, for itself or for the rest of its batch."""
+        session = self.extract_view.session
+        file = session.queue.file(file_id)
+        name = file.name if file is not None else "this document"
+        answer = QMessageBox.question(
+            self,
+            "Send to a cloud service?",
+            f"{sentence}\n\nSend {name}, its pages as pictures, to be read there? "
+            "“Yes to All” sends every document of this batch that the local model cannot read.",
+            QMessageBox.StandardButton.Yes
+            | QMessageBox.StandardButton.YesToAll
+            | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        yes = (QMessageBox.StandardButton.Yes, QMessageBox.StandardButton.YesToAll)
+        if answer in yes:
+            session.send_to_cloud(file_id, whole_batch=answer == yes[1])
+        else:
+            session.decline_cloud(file_id)
 
     @Slot(str, int)
     def chat_about_page(self, path: str, page: int) -> None:

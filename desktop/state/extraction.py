@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Signal, Slot
+from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
 from desktop.extraction_queue import (
     Batch,
@@ -31,6 +31,7 @@ from desktop.extraction_queue import (
 )
 from engine import protocol as p
 from engine.protocol import extract as px
+from engine.protocol.cloud import CLOUD_ONLY, CONSENT_NEEDED, LOCAL_THEN_ASK, LOCAL_THEN_CLOUD
 
 MAX_ENGINE_DEATHS_PER_FILE = 3
 PREVIEW_LONG_SIDE = 1100
@@ -67,6 +68,9 @@ class ExtractionSession(QObject):
     schema_checked = Signal(object)  # SchemaChoice, after a file or a built one passed CheckSchema
     batch_changed = Signal()  # the current batch, or its status, changed
     notice = Signal(str, str)  # text, level (info | warning | error)
+    # Policy "local, then ask": the local model could not read this file (id) and the engine's
+    # sentence says where it would go; the batch waits, paused, for send_to_cloud() or Resume.
+    cloud_consent_needed = Signal(int, str)
     export_finished = Signal(str, str)  # path, error message ("" when it worked)
 
     def __init__(
@@ -107,6 +111,8 @@ class ExtractionSession(QObject):
         self._cancel_asked = False  # the running extraction was cancelled by this session
         self._schemas_requested = False
         self._engine_down = False  # died, and the new engine has not said Welcome yet
+        self._cloud_files: set[int] = set()  # files the user said yes to sending, once each
+        self._cloud_batches: set[str] = set()  # batches the user said yes to, every file
         client.event_received.connect(self._on_client_event)
         client.engine_died.connect(self._on_client_engine_died)
         client.welcome_received.connect(self._on_client_welcome_received)
@@ -241,6 +247,29 @@ class ExtractionSession(QObject):
         self.batch_changed.emit()
         self.queue_changed.emit()
 
+    def send_to_cloud(self, file_id: int, whole_batch: bool = False) -> None:
+        """The user's yes to "local, then ask": this file goes to the cloud service, and with
+        ``whole_batch`` every file of its batch the local model cannot read goes without asking
+        again (a file marked "never send" stays local all the same). The batch resumes."""
+        file = self.queue.file(file_id)
+        if file is None:
+            return
+        if whole_batch:
+            self._cloud_batches.add(file.batch_id)
+        if not file.never_send:
+            self._cloud_files.add(file_id)
+        self.resume()
+
+    def decline_cloud(self, file_id: int) -> None:
+        """The user's no: the batch stays paused, saying how to go on."""
+        file = self.queue.file(file_id)
+        name = file.name if file is not None else "The file"
+        self.notice.emit(
+            f"Paused: {name} was not sent. Resume tries the local model again; Settings → "
+            "Routing says where documents may go.",
+            "warning",
+        )
+
     def retry_file(self, file_id: int) -> None:
         """Read a file again: the pages without a valid answer, or all of it if it changed."""
         self.queue.refresh_sha(file_id)
@@ -288,6 +317,11 @@ class ExtractionSession(QObject):
             return
         choice = self.model_choice()
         routing = self.routing(never_send=file.never_send)
+        if file.id in self._cloud_files:  # the user's yes for this file: straight to the cloud
+            self._cloud_files.discard(file.id)
+            routing = {**routing, "policy": CLOUD_ONLY}
+        elif file.batch_id in self._cloud_batches and routing.get("policy") == LOCAL_THEN_ASK:
+            routing = {**routing, "policy": LOCAL_THEN_CLOUD}  # still local first, never asked
         local_only = routing.get("policy") in (None, "local_only") and not routing.get("backend")
         if local_only and not getattr(choice, "model", None):
             self.queue.pause(self.batch_id)
@@ -356,6 +390,15 @@ class ExtractionSession(QObject):
                 self.queue.requeue_file(file_id)
             elif (event.result or {}).get("pages"):  # cancelled: the pages read are its result
                 self.queue.set_document(file_id, event.result or {})
+        elif event.error_code == CONSENT_NEEDED:
+            # Nothing leaves the machine without a yes: the file waits in the queue, and the
+            # batch with it, while the window asks.
+            self.queue.requeue_file(file_id, reset_attempts=True)
+            self.queue.pause(file.batch_id)
+            self.batch_changed.emit()
+            # Asked once the window shows the paused batch, so that its answer has the last word.
+            message = event.message
+            QTimer.singleShot(0, lambda: self.cloud_consent_needed.emit(file_id, message))
         elif event.error_code == p.ErrorCode.ENGINE_DIED and not self._engine_down:
             self.queue.requeue_file(file_id)  # shut down on purpose: not this file's fault
         elif event.error_code == p.ErrorCode.ENGINE_DIED:
