@@ -78,8 +78,10 @@ class Runtime:
                 backend.warm_up(on_progress)
             except Exception:  # the first request captures the step instead
                 log.exception("decode warm-up failed for %s", spec.model)
-        finally:
-            self._state = "idle"
+        except BaseException:
+            self._set_state("idle")  # the window stops saying "Loading model…"
+            raise
+        self._state = "idle"  # the window is told below, with the new model
         with self._lock:
             self.backend, self.spec = backend, spec
         self._devices = None  # free memory changed

@@ -179,6 +179,21 @@ def test_chat_without_a_model_asks_for_one() -> None:
     core.close()
 
 
+def test_a_model_that_fails_to_load_leaves_the_engine_idle_and_says_so(tmp_path) -> None:
+    """The window shows "Loading model…" from the status events; a failed load must end it."""
+    events = Recorder()
+    runtime = Runtime()
+    runtime._devices = [p.DeviceInfo(kind="cpu", name="cpu")]
+    core = Core(events, runtime)
+    command = chat("x")
+    command.model, command.device = str(tmp_path / "gone"), "cpu"
+    core.handle(command)
+    assert events.wait_finished("x").error_code == "model_not_found"
+    states = [e.state for e in events.events if isinstance(e, p.EngineStatus)]
+    assert states[-1] == "idle" and "loading" in states
+    core.close()
+
+
 def test_an_io_lane_job_runs_beside_a_model_job_instead_of_waiting_for_it() -> None:
     from engine import capabilities
 
