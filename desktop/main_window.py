@@ -261,6 +261,7 @@ class MainWindow(QMainWindow):
         self.add_page("finetune", "Fine-tune", _scrolling(self.finetune_page), "Teach a model")
         self.models_view = ModelsView(self.client, settings=self.settings)
         self.models_view.use_model_requested.connect(self._on_models_use_requested)
+        self.models_view.model_deleted.connect(self._on_models_model_deleted)
         self.add_page(
             "models", "Models", _padded(self.models_view), "Find, download and check models"
         )
@@ -609,6 +610,16 @@ class MainWindow(QMainWindow):
         self._on_models_use_requested(model)
         self.session.adapter = adapter
         self.chat_view.show_notice(f"Chat now uses the adapter in {Path(adapter).name}.")
+
+    @Slot(str)
+    def _on_models_model_deleted(self, model: str) -> None:
+        """A deleted model leaves the picker; chosen, it leaves the choice too (a question sent
+        to it could only fail)."""
+        self.catalog.forget(model)
+        choice = self.model_picker.choice()
+        if choice.model == model:
+            self.set_model_choice(dataclasses.replace(choice, model=None))
+            self.chat_view.show_notice(f"{model} was deleted: choose another model in the toolbar.")
 
     @Slot(str)
     def _on_models_use_requested(self, model: str) -> None:

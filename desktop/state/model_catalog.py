@@ -119,6 +119,17 @@ class ModelCatalog(QObject):
             self.entries_changed.emit()
         return entry
 
+    def forget(self, model: str) -> None:
+        """A model deleted from disk: out of the added folders and the remembered choice, and
+        the Hugging Face cache scanned again (``entries_changed`` follows)."""
+        folders = self._folders()
+        if model in folders:
+            self._settings.setValue("models/folders", [f for f in folders if f != model])
+        if self._settings.value("models/last_model", "") == model:
+            self._settings.setValue("models/last_model", "")
+        self.entries_changed.emit()
+        self.refresh()
+
     def last_choice(self) -> ModelChoice:
         model = self._settings.value("models/last_model", "") or None
         quant = str(self._settings.value("models/quant", "auto"))

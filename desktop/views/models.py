@@ -54,6 +54,7 @@ ROLE = Qt.ItemDataRole.UserRole
 
 class ModelsView(QWidget):
     use_model_requested = Signal(str)
+    model_deleted = Signal(str)  # a model (repo id or folder) that is gone from disk now
 
     def __init__(
         self,
@@ -487,6 +488,8 @@ class ModelsView(QWidget):
     def _on_jobs_delete_finished(self, model: str, message: str) -> None:
         self.consent.revoke(model)
         self.status_label.setText(f"Deleted {model}." if not message else message)
+        if not message:
+            self.model_deleted.emit(model)
 
     # --- downloads ---------------------------------------------------------------------------
 

@@ -101,3 +101,24 @@ def test_add_model_folder_item_asks_for_a_folder_and_keeps_the_current_model(qtb
     assert asked == [True]
     assert picker.choice().model == "org/current"
     assert picker.model_combo.currentText() == "org/current"
+
+
+def test_a_model_deleted_in_the_models_view_leaves_the_picker_and_the_choice(
+    qtbot, make_window, tmp_path: Path
+) -> None:
+    window = make_window(start=False)
+    kept = window.catalog.add_folder(model_folder(tmp_path / "kept"))
+    gone = window.catalog.add_folder(model_folder(tmp_path / "gone"))
+    window.set_model_choice(ModelChoice(gone.model, "nf4", "cpu"))
+    combo = window.model_picker.model_combo
+    assert combo.findData(gone.model) >= 0
+
+    # What the engine's answer to DeleteModel sets off (the files are gone by then).
+    (tmp_path / "gone" / "config.json").unlink()
+    (tmp_path / "gone").rmdir()
+    window.models_view.jobs.delete_finished.emit(gone.model, "")
+    assert combo.findData(gone.model) < 0 and combo.findData(kept.model) >= 0
+    assert window.model_picker.choice() == ModelChoice(None, "nf4", "cpu")
+    assert window.session.model_choice.model is None
+    assert window.catalog.last_choice().model is None
+    assert "gone was deleted" in window.chat_view.notice.label.text()
