@@ -69,10 +69,19 @@ def run_list(job: Job, command: pm.ListInstalled, runtime: Runtime) -> dict[str,
 
 
 def run_delete(job: Job, command: pm.DeleteModel, runtime: Runtime) -> dict[str, Any]:
+    from engine.finetune.runs import describe
+    from engine.finetune.trainer_process import training_runs
     from engine.models.embedder import unload_embedder
     from engine.models.installed import delete_model
 
-    # Never delete files out from under the resident model: unload it first.
+    # Never delete files out from under a run training on them: that one is stopped first.
+    for run in training_runs():
+        if _same_model(describe(run).model, command.model):
+            raise BadInput(
+                f"{command.model} is being trained on (the run in {run}); stop that run on "
+                "the Fine-tune page, then delete the model."
+            )
+    # Nor from under the resident model: it is unloaded first.
     spec = getattr(runtime, "spec", None)
     if spec is not None and _same_model(spec.model, command.model):
         runtime.unload()

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from engine.errors import BadInput
+from engine.errors import BadInput, ModelNotFound
 
 NOTES = "visiondesk_adapter.json"
 PROJECTOR_FILE = "projector.safetensors"
@@ -41,6 +41,13 @@ def load_base(
 ) -> tuple[Any, Any]:
     """The base model and its processor, 4-bit where asked with vision/projector kept whole."""
     from transformers import AutoModel, AutoModelForImageTextToText, AutoProcessor
+
+    local = Path(model_path).expanduser()
+    if local.is_absolute() and not local.is_dir():  # else transformers calls it a bad repo id
+        raise ModelNotFound(
+            f"The base model {model_path} is gone (deleted or moved); the adapter was trained "
+            "on it and needs it. Put it back, or import it again at the same place."
+        )
     from transformers.utils import logging as hf_logging
 
     from engine.backends.local_hf import quantization_config

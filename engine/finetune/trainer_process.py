@@ -110,6 +110,12 @@ _intents: dict[str, str] = {}
 _lock = threading.Lock()
 
 
+def training_runs() -> list[Path]:
+    """The run folders whose trainer is running now."""
+    with _lock:
+        return [Path(key) for key in _active]
+
+
 def request_stop(run_dir: Path, intent: str) -> bool:
     """Ask the run training in ``run_dir`` to stop and save; False if none is training there."""
     key = str(run_dir.resolve())

@@ -241,3 +241,42 @@ def test_plan_memory_is_an_engine_job(engine, tiny_model) -> None:
     assert finished.reason == "done", finished.message
     plan = pm.MemoryPlan(**finished.result["plan"])
     assert plan.verdict == "fits" and plan.image_tokens_per_image > 0 and plan.device == "cpu"
+
+
+def test_a_model_a_run_is_training_on_is_not_deleted(tiny_model, tmp_path, monkeypatch) -> None:
+    """Deleting it would pull the weights from under the trainer (and every later evaluation)."""
+    from engine.capabilities.models_manager import run_delete
+    from engine.finetune import trainer_process
+    from engine.finetune.plan import build_plan
+    from engine.finetune.runs import create_run
+    from engine.protocol import finetune as pf
+    from engine.runtime import Runtime
+    from tests.engine.test_finetune_data import make_colour_dataset
+
+    managed = tmp_path / "models"
+    base = managed / "base"
+    shutil.copytree(tiny_model("llava"), base)
+    data = make_colour_dataset(tmp_path / "data", 4)
+    settings = pf.FinetuneSettings(max_steps=2)
+    run = tmp_path / "run"
+    create_run(build_plan(str(base), str(data), settings), str(run), str(base), settings)
+    monkeypatch.setitem(trainer_process._active, str(run.resolve()), None)  # training now
+    command = pm.DeleteModel(job_id=job_id(), model=str(base), managed_root=str(managed))
+    with pytest.raises(BadInput, match="is being trained on"):
+        run_delete(None, command, Runtime())  # type: ignore[arg-type]
+    assert (base / "config.json").is_file()
+
+    monkeypatch.delitem(trainer_process._active, str(run.resolve()))  # the run has stopped
+    run_delete(None, command, Runtime())  # type: ignore[arg-type]
+    assert not base.exists()
+
+
+def test_a_base_model_that_is_gone_is_named_as_such(tmp_path) -> None:
+    """Not transformers' "Repo id must be in the form …" for a deleted folder."""
+    from engine.errors import ModelNotFound
+    from engine.finetune.adapters import load_base
+
+    gone = tmp_path / "models" / "trainbase"
+    with pytest.raises(ModelNotFound, match="trainbase is gone"):
+        load_base(str(gone), kind="generative", quant="none", device="cpu", dtype="float32",
+                  skip_modules=[])  # fmt: skip
