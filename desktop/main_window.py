@@ -32,6 +32,7 @@ from desktop.views.chat import ChatView
 from desktop.views.conversation_list import ConversationList
 from desktop.views.extract import ExtractView
 from desktop.views.finetune_page import FinetunePage
+from desktop.views.message_card import adapter_name
 from desktop.views.model_picker import ModelPicker
 from desktop.views.models import ModelsView
 from desktop.views.navigation import NavigationRail
@@ -245,6 +246,7 @@ class MainWindow(QMainWindow):
             self.client,
             model_choice=self.model_picker.choice,
             routing=self.cloud_settings.routing_fields,
+            adapter=lambda: self.session.adapter,
             settings=self.settings,
         )
         self.add_page("extract", "Extract", self.extract_view, "Documents and charts to data")
@@ -609,7 +611,9 @@ class MainWindow(QMainWindow):
     def _on_finetune_use_adapter(self, model: str, adapter: str) -> None:
         self._on_models_use_requested(model)
         self.session.adapter = adapter
-        self.chat_view.show_notice(f"Chat now uses the adapter in {Path(adapter).name}.")
+        self.chat_view.show_notice(
+            f"Chat and Extract now use the adapter {adapter_name(adapter)} over {Path(model).name}."
+        )
 
     @Slot(str)
     def _on_models_model_deleted(self, model: str) -> None:

@@ -51,6 +51,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--model", default=None, help="model folder or Hugging Face repo id (or name a --backend)"
     )
+    parser.add_argument(
+        "--adapter", default=None, metavar="DIR", help="a LoRA adapter trained with `finetune`"
+    )
     parser.add_argument("--pages", default=None, help="pages to read, e.g. 1-3,5,8-")
     parser.add_argument(
         "--format", choices=FORMATS, default=None, help="default: from --out, else json"
@@ -443,6 +446,7 @@ def _command(
         options=_options(args),
         completed_pages=completed,
         replot_dir=str(Path(args.replot).expanduser().resolve()) if args.replot else None,
+        adapter=str(Path(args.adapter).expanduser().resolve()) if args.adapter else None,
         **fields,
     )
 

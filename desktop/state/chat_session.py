@@ -530,6 +530,7 @@ class ChatSession(QObject):
             "model",
             "quant",
             "device",
+            "adapter",
             "completion_tokens",
             "tokens_per_s",
             "time_to_first_token_s",

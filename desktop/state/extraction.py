@@ -82,6 +82,7 @@ class ExtractionSession(QObject):
         replot_dir: Path,
         model_choice: Callable[[], Any] = lambda: None,
         routing: Callable[..., dict[str, Any]] | None = None,
+        adapter: Callable[[], str | None] = lambda: None,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
@@ -90,6 +91,7 @@ class ExtractionSession(QObject):
         self.preview_dir = preview_dir
         self.replot_dir = replot_dir
         self.model_choice = model_choice
+        self.adapter = adapter  # the LoRA adapter Chat uses over the chosen model, if any
         self.routing = routing or (lambda **kw: {"never_send": kw.get("never_send", False)})
         self.schemas: dict[str, SchemaChoice] = {
             name: SchemaChoice(name, name.replace("_", " ").capitalize())
@@ -345,6 +347,7 @@ class ExtractionSession(QObject):
             ),
             completed_pages=self.queue.completed_pages(file.id),
             replot_dir=str(self.replot_dir),
+            adapter=self.adapter() if getattr(choice, "model", None) else None,
             **routing,
         )
         self._running = (command.job_id, file.id)

@@ -137,6 +137,7 @@ class ExtractView(QWidget):
         *,
         model_choice: Any = lambda: None,
         routing: Any = None,
+        adapter: Any = lambda: None,
         queue: ExtractionQueue | None = None,
         settings: QSettings | None = None,
         parent: QWidget | None = None,
@@ -155,6 +156,7 @@ class ExtractView(QWidget):
             replot_dir=paths.data_dir() / "replots",
             model_choice=model_choice,
             routing=routing,
+            adapter=adapter,
             parent=self,
         )
         self.file_id: int | None = None

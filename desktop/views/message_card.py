@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import math
+from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, QUrl, Signal, Slot
 from PySide6.QtGui import QDesktopServices, QGuiApplication
@@ -248,11 +249,19 @@ class MessageCard(QFrame):
         QTimer.singleShot(1500, self.copy_button, lambda: self.copy_button.setText("Copy"))
 
 
+def adapter_name(folder: str) -> str:
+    """What an adapter is called: its run's folder name (a run keeps it in ``<run>/adapter``)."""
+    path = Path(folder)
+    return path.parent.name if path.name == "adapter" and path.parent.name else path.name
+
+
 def provenance_parts(message: Message) -> list[str]:
     """'backend · model · quant · device · 12.3 tok/s · first token 85 ms · 599 of 638 prompt
     tokens reused', plus how the answer ended."""
     info = message.provenance
     parts = [str(info[k]) for k in ("backend", "model", "quant", "device") if info.get(k)]
+    if info.get("adapter"):
+        parts.insert(2, f"adapter {adapter_name(str(info['adapter']))}")
     if info.get("tokens_per_s"):
         parts.append(f"{float(info['tokens_per_s']):.1f} tok/s")
     first = info.get("time_to_first_token_s")

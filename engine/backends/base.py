@@ -33,6 +33,7 @@ class GenerationResult:
             "model": info.model,
             "quant": info.quant,
             "device": info.device,
+            **({"adapter": info.adapter} if info.adapter else {}),
             "prompt_tokens": self.prompt_tokens,
             "cached_tokens": self.cached_tokens,
             "completion_tokens": self.completion_tokens,

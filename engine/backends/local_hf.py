@@ -151,6 +151,7 @@ class LocalHFBackend:
         backend = cls(resolved, model, processor, quant, device)
         if spec.adapter:
             backend.adapter_image_budget = _use_training_image_budget(processor, spec.adapter)
+            backend._info.adapter = spec.adapter
         return backend
 
     def info(self) -> ModelInfo:

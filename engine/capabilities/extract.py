@@ -243,7 +243,9 @@ def _completed_pages(
 
 def _backend(job: Job, command: px.Extract, runtime: Runtime) -> Any:
     if command.model:
-        spec = LoadSpec(model=command.model, quant=command.quant, device=command.device)
+        spec = LoadSpec(
+            model=command.model, quant=command.quant, device=command.device, adapter=command.adapter
+        )
         return runtime.ensure_loaded(spec, lambda message: job.progress("loading", message=message))
     return runtime.require_backend()
 

@@ -266,6 +266,7 @@ class PagePipeline:
             model=info.model,
             quant=info.quant,
             device=info.device,
+            adapter=info.adapter,
             prompt_version=prompts.PROMPT_VERSION,
             schema_name=self.schema.name,
             schema_version=self.schema.version,

@@ -96,6 +96,7 @@ class ModelInfo(msgspec.Struct):
     memory_bytes: int = 0
     # Local models: how they decode ("cuda-graphs", "static" or "generate"); "" elsewhere.
     decoding: str = ""
+    adapter: str = ""  # a LoRA adapter folder applied over the model, if one is
 
 
 # ---------------------------------------------------------------------------------------------

@@ -75,6 +75,7 @@ class Provenance(msgspec.Struct, forbid_unknown_fields=False):
     finish_reasons: list[str] = msgspec.field(default_factory=list)  # one per generation
     pixel_budget: list[int] = msgspec.field(default_factory=list)  # [long side, max pixels]
     why: str = ""  # why this backend answered (the routing policy's reason)
+    adapter: str = ""  # the LoRA adapter over ``model``, if one was used
 
 
 class PageResult(msgspec.Struct, forbid_unknown_fields=False):
@@ -136,6 +137,7 @@ class Extract(Command, tag="extract"):
     base_url: str | None = None  # the remote server's URL, or a provider endpoint override
     policy: str | None = None  # local_only (default) | local_then_ask | local_then_cloud | …
     never_send: bool = False  # this document must never leave the machine
+    adapter: str | None = None  # a LoRA adapter folder over ``model`` (as on ``Chat``)
 
 
 class InspectDocument(Command, tag="inspect_document"):

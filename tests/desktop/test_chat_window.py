@@ -307,6 +307,8 @@ def test_the_footer_says_how_much_of_a_follow_up_was_reused() -> None:
         "first token 1.5 s",
         "599 of 638 prompt tokens reused",
     ]
+    message.provenance = {"backend": "local", "model": "m", "adapter": "/runs/run-7/adapter"}
+    assert provenance_parts(message) == ["local", "m", "adapter run-7"]
 
 
 def test_shortcuts_act_on_the_page_on_screen(qtbot, make_window, monkeypatch) -> None:

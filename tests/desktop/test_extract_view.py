@@ -233,6 +233,24 @@ def test_never_send_travels_on_the_extract_command_and_cancel_ends_the_batch(
     assert len(extracts()) == 1  # nothing else was started
 
 
+def test_the_adapter_chosen_for_chat_reads_documents_too(
+    qtbot, make_window, command_log, tmp_path: Path
+) -> None:
+    """ "Use in chat and extraction" on the Fine-tune page: both send the adapter."""
+    window = make_window()
+    adapter = str(tmp_path / "run-7" / "adapter")
+    window.finetune_page.session.use_adapter_requested.emit(FAKE_MODEL, adapter)
+    assert "Chat and Extract now use the adapter run-7" in window.chat_view.notice.label.text()
+    window.show_page("extract")
+    window.extract_view.add_paths([make_image(tmp_path / "receipt.png")])
+
+    def extracts() -> list[px.Extract]:
+        return [c for c in sent_commands(command_log) if isinstance(c, px.Extract)]
+
+    qtbot.waitUntil(lambda: bool(extracts()), timeout=10_000)
+    assert (extracts()[0].model, extracts()[0].adapter) == (FAKE_MODEL, adapter)
+
+
 def stored_batch(queue: ExtractionQueue, document: Path, result: dict, schema: dict) -> int:
     batch = queue.create_batch({"schema": "custom:Receipt", "schema_title": "Receipt",
                                 "schema_json": schema, "two_pass": True, "options": {}})  # fmt: skip

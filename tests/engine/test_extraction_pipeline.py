@@ -491,3 +491,31 @@ def test_inspect_and_thumbnails_work_without_a_model(engine, tmp_path: Path) -> 
     thumbs = rendered.result["pages"]
     assert [t["page"] for t in thumbs] == [1, 2]
     assert all(Path(t["path"]).is_file() and max(t["width"], t["height"]) == 64 for t in thumbs)
+
+
+def test_a_lora_adapter_reads_the_pages_and_is_named_in_their_provenance(
+    engine, tiny_model, tmp_path: Path
+) -> None:
+    """The adapter Chat uses (the fine-tune wizard's "Use in chat and extraction") reads the
+    document too, and each page says so."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    base = tiny_model("llava")
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    adapter = tmp_path / "run" / "adapter"
+    get_peft_model(AutoModelForImageTextToText.from_pretrained(base), lora).save_pretrained(adapter)
+    document = write_pdf(tmp_path / "invoice.pdf")
+
+    results, finished = collect(engine, extract(document, base, adapter=str(adapter)))
+    assert finished.reason == "done", finished.message
+    assert results and all(page.provenance.adapter == str(adapter) for page in results)
+
+    chat = p.Chat(
+        job_id=job_id(), messages=[p.ChatMessage(role="user", text="Hi")], model=str(base),
+        quant="nf4", device="cpu", sampling=p.Sampling(max_new_tokens=2), adapter=str(adapter),
+    )  # fmt: skip
+    finished, _ = engine.run(chat)
+    assert finished.result["adapter"] == str(adapter)  # the chat card names it too
+    _, without = collect(engine, extract(document, base))
+    assert all(page["provenance"]["adapter"] == "" for page in without.result["pages"])
