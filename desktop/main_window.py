@@ -264,6 +264,7 @@ class MainWindow(QMainWindow):
         self.models_view = ModelsView(self.client, settings=self.settings)
         self.models_view.use_model_requested.connect(self._on_models_use_requested)
         self.models_view.model_deleted.connect(self._on_models_model_deleted)
+        self.chat_view.empty_state.models_requested.connect(lambda: self.show_page("models"))
         self.add_page(
             "models", "Models", _padded(self.models_view), "Find, download and check models"
         )

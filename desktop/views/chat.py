@@ -56,7 +56,10 @@ class Banner(QFrame):
 
 
 class EmptyState(QWidget):
-    """What a new conversation shows: the three steps to a first answer."""
+    """What a new conversation shows: the three steps to a first answer, and without a model
+    the way to get one."""
+
+    models_requested = Signal()  # "Find a model to download…": the Models page
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -75,6 +78,16 @@ class EmptyState(QWidget):
         self.steps.setObjectName("emptySteps")
         self.steps.setAlignment(Qt.AlignmentFlag.AlignCenter)
         layout.addWidget(self.steps)
+        self.models_button = QPushButton("Find a model to download…")
+        self.models_button.setObjectName("primaryButton")
+        self.models_button.setToolTip("Models that fit this computer, with their size and licence")
+        self.models_button.clicked.connect(self.models_requested)
+        row = QHBoxLayout()
+        row.setContentsMargins(0, 12, 0, 12)
+        row.addStretch(1)
+        row.addWidget(self.models_button)
+        row.addStretch(1)
+        layout.addLayout(row)
         note = QLabel("Everything runs on this computer. Nothing is uploaded.")
         note.setObjectName("emptyNote")
         note.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -88,6 +101,7 @@ class EmptyState(QWidget):
             if has_model
             else "1. Pick a model in the toolbar, or choose “Add model folder…”"
         )
+        self.models_button.setVisible(not has_model)
         self.steps.setText(
             f"{first}<br/>2. Drop an image or a PDF here, paste one, or press Ctrl+O<br/>"
             "3. Type a question and press Enter"

@@ -226,6 +226,16 @@ def test_garbage_from_the_engine_does_not_break_the_window(qtbot, make_window) -
     assert window.isVisible() and window.client.is_ready()
 
 
+def test_without_a_model_the_empty_chat_leads_to_the_models_page(qtbot, make_window) -> None:
+    window = make_window(start=False, model=None)
+    button = window.chat_view.empty_state.models_button
+    assert button.isVisible()
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+    assert window.current_page() == "models"
+    window.set_model_choice(ModelChoice(FAKE_MODEL))
+    assert not button.isVisible()  # a model is chosen: the three steps are enough
+
+
 def test_sending_without_a_model_asks_for_one_and_stores_nothing(qtbot, make_window) -> None:
     window = make_window(start=False, model=None)
     assert not window.send_message("Hello?")
