@@ -63,6 +63,13 @@ def real_window(qtbot, settings, tiny_model, tmp_path: Path):
     storage.close()
 
 
+def read_quickly(view: ExtractView, schema: str) -> None:
+    """One pass, small pages and short answers: what the tiny model's tests need."""
+    view.session.choose_schema(schema)
+    view.two_pass_box.setChecked(False)
+    view.session.options = dict(FAST)
+
+
 def shot_dir(tmp_path: Path) -> Path:
     folder = Path(os.environ.get("VISIONDESK_SCREENSHOT_DIR", tmp_path))
     folder.mkdir(parents=True, exist_ok=True)
@@ -76,9 +83,7 @@ def test_a_dropped_pdf_is_read_shown_beside_its_fields_and_exported_as_csv(
     qtbot, real_window, tmp_path: Path
 ) -> None:
     view: ExtractView = real_window.extract_view
-    view.session.choose_schema("table")
-    view.two_pass_box.setChecked(False)
-    view.session.options = dict(FAST)
+    read_quickly(view, "table")
     document = write_pdf(tmp_path / "parts.pdf", [["Name Qty", "Bolt 10", "Nut 5"], ["Washer 7"]])
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
@@ -144,9 +149,7 @@ def test_kill_9_mid_batch_restarts_the_engine_and_every_page_is_read_and_stored_
 ) -> None:
     view: ExtractView = real_window.extract_view
     client: EngineClient = real_window.client
-    view.session.choose_schema("key_values")
-    view.two_pass_box.setChecked(False)
-    view.session.options = dict(FAST)
+    read_quickly(view, "key_values")
     folder = tmp_path / "inbox"
     folder.mkdir()
     files = [
@@ -525,9 +528,7 @@ def test_cancelling_a_batch_keeps_the_pages_already_read_in_its_exports(
     qtbot, real_window, tmp_path: Path
 ) -> None:
     view: ExtractView = real_window.extract_view
-    view.session.choose_schema("key_values")
-    view.two_pass_box.setChecked(False)
-    view.session.options = dict(FAST)
+    read_quickly(view, "key_values")
     document = write_pdf(tmp_path / "long.pdf", [[f"Page {n}", "Total 12.50"] for n in range(12)])
     view.add_paths([document])
     (file,) = view.session.files()
@@ -674,9 +675,7 @@ def test_quitting_while_the_real_engine_reads_a_file_neither_sends_it_again_nor_
     qtbot, real_window, tmp_path: Path
 ) -> None:
     view: ExtractView = real_window.extract_view
-    view.session.choose_schema("key_values")
-    view.two_pass_box.setChecked(False)
-    view.session.options = dict(FAST)
+    read_quickly(view, "key_values")
     document = write_pdf(tmp_path / "long.pdf", [[f"Page {n}"] for n in range(12)])
     view.add_paths([document])
     (file,) = view.session.files()
