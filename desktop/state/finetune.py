@@ -7,16 +7,19 @@ can close the wizard while a run trains and open a new one on the same session l
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any, Protocol
 
 import msgspec
-from PySide6.QtCore import QObject, Signal, Slot
+from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
 from engine import protocol as p
 from engine.protocol import finetune as pf
 
 # Corrected copies of pictures are harmless, so they are made without asking; dropping rows is not.
 AUTO_FIXES = ["colour_mode", "exif_rotated", "extreme_aspect", "too_large", "too_small"]
+# How long to wait before reading a run folder again while its trainer is still saving.
+REREAD_MS = 1000
 
 
 class EngineLike(Protocol):
@@ -59,6 +62,9 @@ class FinetuneSession(QObject):
         self.evals: list[pf.EvalPoint] = []
         self.evaluation: pf.Evaluation | None = None
         self.outcome = ""  # the last export / merge sentence
+        self.runs: list[pf.RunInfo] = []  # the runs found in the runs folder
+        self._runs_dir = ""
+        self._planned_for: tuple[str, str, bytes] | None = None
         self._jobs: dict[str, str] = {}
         self._training_job = ""
         self._stop_intent = "stop"
@@ -80,7 +86,14 @@ class FinetuneSession(QObject):
         )
 
     def plan_run(self, trial: bool = True) -> None:
+        """Plan a run for the current model, data and settings.
+
+        Planning means a new run is being prepared, so a finished run is left (it stays in its
+        folder and among the earlier runs) and the training page can start the new one."""
+        if self.run is not None and not self.busy:
+            self._forget_run()
         self.plan = None
+        self._planned_for = self._plan_inputs()
         self._set("planning", "Counting tokens and planning memory…")
         self._send(
             "plan",
@@ -89,9 +102,18 @@ class FinetuneSession(QObject):
             ),
         )
 
+    @property
+    def plan_current(self) -> bool:
+        """Whether the plan was made for the model, data and settings chosen now."""
+        return self.plan is not None and self._planned_for == self._plan_inputs()
+
+    def _plan_inputs(self) -> tuple[str, str, bytes]:
+        return self.model, self.data, msgspec.json.encode(self.settings)
+
     def start(self, out_dir: str) -> None:
         self.run_dir = out_dir
         self.metrics, self.evals, self.notices, self.evaluation = [], [], [], None
+        self._planned_for = self._plan_inputs()  # the engine plans again and sends that plan
         self._training_job = self._send(
             "train",
             pf.StartFinetune(
@@ -142,6 +164,53 @@ class FinetuneSession(QObject):
         self.outcome = "Merging into a full-precision copy and checking it…"
         self._send("merge", pf.MergeAdapter(job_id=_id(), run_dir=self.run_dir, out_dir=out_dir))
         self.changed.emit()
+
+    def new_run(self) -> None:
+        """Leave the current run, so that the wizard can prepare and start another one.
+
+        The run stays in its folder and is listed among the earlier runs."""
+        if self.busy:
+            return
+        self._forget_run()
+        self._set("idle", "")
+
+    def list_runs(self, runs_dir: str) -> None:
+        """Ask the engine for the runs in ``runs_dir``: a run of an earlier app session (paused,
+        stopped, or cut off by a crash) can then be opened, resumed, evaluated and used."""
+        self._runs_dir = runs_dir
+        self._send("runs", pf.ListFinetuneRuns(job_id=_id(), runs_dir=runs_dir))
+
+    def open_run(self, info: pf.RunInfo) -> None:
+        """Make an earlier run the session's run, as its folder describes it."""
+        if self.busy:
+            return
+        self._forget_run()
+        self.model = info.model
+        self._adopt(info)
+
+    def _forget_run(self) -> None:
+        self.run, self.run_dir, self.plan, self._planned_for = None, "", None, None
+        self.metrics, self.evals, self.notices = [], [], []
+        self.evaluation, self.outcome, self._training_job = None, "", ""
+
+    def _reread_run(self) -> None:
+        """Read the run folder again: what the trainer saved is the truth, not the last event."""
+        self._send("reread", pf.ListFinetuneRuns(job_id=_id(), runs_dir=self.run_dir))
+
+    def _adopt(self, info: pf.RunInfo, cause: str = "") -> None:
+        """Show ``info`` as the session's run; ``cause`` is a sentence saying how it got there."""
+        self.run, self.run_dir = info, info.run_dir
+        where = f"step {info.step} of {info.total_steps}"
+        lead = f"{cause} " if cause else ""
+        if info.state == "done":
+            self._set("done", f"{lead}Training finished.")
+        elif info.state in ("paused", "stopped"):
+            then = " Resume continues from there." if info.resumable else ""
+            use = " The adapter so far can be evaluated and used." if info.adapter_dir else ""
+            self._set(info.state, f"{lead}Saved at {where}.{then}{use}")
+        else:  # interrupted or failed: a resume starts from the last checkpoint
+            said = f": {info.message}" if info.message else "."
+            self._set("failed", f"{lead}The run stopped at {where}{said}", error=True)
 
     def use_adapter(self) -> None:
         if self.run and self.run.adapter_dir:
@@ -230,6 +299,8 @@ class FinetuneSession(QObject):
                         total_steps=last.total_steps if last else 0,
                     )
                     self.run.resumable = True
+                    # It goes on to finish its step and save; read the folder once it has.
+                    self._reread_run()
                 elif self.run is not None and self.run.step:
                     self.run.resumable = True
                 self._set("failed", event.message, error=True)
@@ -243,6 +314,13 @@ class FinetuneSession(QObject):
                 )
             else:
                 self._set("done", "Training finished.")
+            if self._runs_dir:
+                self.list_runs(self._runs_dir)
+        elif kind == "runs":
+            self.runs = [] if failed else _runs(result)
+            self.changed.emit()
+        elif kind == "reread":
+            self._on_reread([] if failed else _runs(result))
         elif kind == "evaluate":
             self.evaluation = None if failed else pf.decode_evaluation(result)
             self.message = event.message if failed else "Comparison finished."
@@ -256,10 +334,28 @@ class FinetuneSession(QObject):
             self.outcome = event.message if failed else _outcome(kind, result)
             self.changed.emit()
 
+    def _on_reread(self, runs: list[pf.RunInfo]) -> None:
+        """The run folder after the engine died: show the step and adapter the trainer saved."""
+        if self.state != "failed" or not runs or not _same_folder(runs[0].run_dir, self.run_dir):
+            return  # resumed or left meanwhile, or the folder could not be read
+        info = runs[0]
+        if info.state == "running":  # the trainer is still finishing its step
+            QTimer.singleShot(REREAD_MS, self, self._reread_run)
+            return
+        self._adopt(info, "The engine stopped during training; the trainer saved what it had.")
+
     def _set(self, state: str, message: str, error: bool = False) -> None:
         self.state, self.message = state, message
         self.error = message if error else ""
         self.changed.emit()
+
+
+def _same_folder(a: str, b: str) -> bool:
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
+def _runs(result: dict[str, Any]) -> list[pf.RunInfo]:
+    return [msgspec.convert(run, pf.RunInfo) for run in result.get("runs", [])]
 
 
 def _outcome(kind: str, result: dict[str, Any]) -> str:

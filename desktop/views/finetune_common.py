@@ -92,9 +92,15 @@ class Page(QWizardPage):
         self.setTitle(title)
         self.setSubTitle(subtitle)
         self.layout_ = QVBoxLayout(self)
-        session.changed.connect(self.refresh)
+        # Connected to a slot no subclass overrides: PySide drops that connection when the page
+        # is deleted with its wizard, but not one to an overridden slot such as ``refresh``.
+        session.changed.connect(self._on_session_changed)
 
     def initializePage(self) -> None:
+        self.refresh()
+
+    @Slot()
+    def _on_session_changed(self) -> None:
         self.refresh()
 
     @Slot()

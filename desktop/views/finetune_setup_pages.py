@@ -358,7 +358,8 @@ class PlanPage(Page):
         self.layout_.addWidget(self.preview)
 
     def initializePage(self) -> None:
-        if self.session.plan is None and self.session.state != "planning":
+        # A plan made before the model, data or recipe changed is not the run that would start.
+        if not self.session.plan_current and not self.session.busy:
             self.session.plan_run(trial=True)
         self.refresh()
 

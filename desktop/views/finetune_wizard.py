@@ -55,11 +55,15 @@ class TrainPage(Page):
         self.pause_button = QPushButton("Pause")
         self.resume_button = QPushButton("Resume")
         self.stop_button = QPushButton("Stop and save")
+        self.new_button = QPushButton("New run…")
+        self.new_button.setObjectName("newRunButton")
+        self.new_button.setToolTip("Keep this run in its folder and set up another one.")
         for button, slot in (
             (self.start_button, self._start),
             (self.pause_button, session.pause),
             (self.resume_button, session.resume),
             (self.stop_button, session.stop),
+            (self.new_button, self._new_run),
         ):
             button.clicked.connect(slot)
             buttons.addWidget(button)
@@ -104,6 +108,9 @@ class TrainPage(Page):
         session.eval_added.connect(self._on_eval)
 
     def initializePage(self) -> None:
+        # A new run needs a new folder: the one shown may belong to the run just left.
+        if self.session.run is None and not self.session.busy and _in_use(self.out.text()):
+            self.out.clear()
         if not self.out.text():
             name = Path(self.session.model).name or "model"
             self.out.setText(
@@ -115,6 +122,14 @@ class TrainPage(Page):
     def _start(self) -> None:
         self.plot.clear()
         self.session.start(self.out.text().strip())
+
+    def _new_run(self) -> None:
+        """Leave this run and go back to the first page, where model, data and recipe can change."""
+        self.session.new_run()
+        self.out.clear()
+        wizard = self.wizard()
+        wizard.setStartId(FinetuneWizard.MODEL)
+        wizard.restart()
 
     def _replay(self) -> None:
         self.plot.clear()
@@ -147,11 +162,18 @@ class TrainPage(Page):
     def refresh(self) -> None:
         session = self.session
         state = session.state
-        self.start_button.setEnabled(state not in ("training", "stopping") and not session.run)
+        run = session.run
+        running = state in ("training", "stopping")
+        self.start_button.setEnabled(not running and run is None)
         self.pause_button.setEnabled(state == "training")
         self.stop_button.setEnabled(state == "training")
         self.resume_button.setEnabled(session.resumable)
-        self.out.setReadOnly(bool(session.run) or state in ("training", "stopping"))
+        self.new_button.setVisible(run is not None)
+        self.new_button.setEnabled(not running)
+        self.out.setReadOnly(run is not None or running)
+        if run is not None and not running:  # the step the run folder says, not the last event
+            self.progress.setRange(0, max(1, run.total_steps))
+            self.progress.setValue(run.step)
         text = escape(session.message)
         if session.metrics and state == "training":
             m = session.metrics[-1]
@@ -177,6 +199,11 @@ class TrainPage(Page):
     def isComplete(self) -> bool:
         run = self.session.run
         return self.session.state in ("done", "stopped", "paused") and bool(run and run.adapter_dir)
+
+
+def _in_use(folder: str) -> bool:
+    path = Path(folder).expanduser()
+    return bool(folder) and path.is_dir() and any(path.iterdir())
 
 
 def _eta(seconds: float | None) -> str:
@@ -266,13 +293,14 @@ class UsePage(Page):
         self.search_button.clicked.connect(session.use_for_search)
         self.layout_.addWidget(self.search_button, 0, Qt.AlignmentFlag.AlignLeft)
         self.destination = QLineEdit()
-        self.destination.setPlaceholderText("Destination folder")
+        self.destination.setPlaceholderText("Destination folder (a full path)")
+        self.destination.textChanged.connect(self._on_destination_changed)
         self.layout_.addLayout(folder_row(self.destination, "Destination folder", self))
         row = QHBoxLayout()
         self.export_button = QPushButton("Export the adapter folder")
-        self.export_button.clicked.connect(lambda: session.export(self.destination.text().strip()))
+        self.export_button.clicked.connect(lambda: session.export(self._destination()))
         self.merge_button = QPushButton("Merge into a full model")
-        self.merge_button.clicked.connect(lambda: session.merge(self.destination.text().strip()))
+        self.merge_button.clicked.connect(lambda: session.merge(self._destination()))
         row.addWidget(self.export_button)
         row.addWidget(self.merge_button)
         row.addStretch(1)
@@ -287,6 +315,20 @@ class UsePage(Page):
         self.outcome = html_label("useOutcome")
         self.layout_.addWidget(self.outcome)
         self.layout_.addStretch(1)
+        self._on_destination_changed()
+
+    def _destination(self) -> str:
+        """The folder typed, as a full path; "" while there is none. The engine would read a
+        relative name (or none) against its own working folder, which nobody chose."""
+        text = self.destination.text().strip()
+        path = Path(text).expanduser()
+        return str(path) if text and path.is_absolute() else ""
+
+    @Slot()
+    def _on_destination_changed(self) -> None:
+        chosen = bool(self._destination())
+        self.export_button.setEnabled(chosen)
+        self.merge_button.setEnabled(chosen)
 
     @Slot()
     def refresh(self) -> None:

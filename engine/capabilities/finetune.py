@@ -183,10 +183,10 @@ def run_merge(job: Job, command: pf.MergeAdapter, runtime: Runtime) -> dict[str,
     from engine.finetune.runs import describe
     from engine.finetune.trainer_process import run_child
 
+    out = _destination(command.out_dir, "the merged model")
     info = describe(command.run_dir)
     if info.adapter_dir is None:
         raise BadInput("This run has no adapter to merge yet.")
-    out = Path(command.out_dir).expanduser().resolve()
     finished = run_child(
         Path(info.run_dir), ["--merge", str(out)], _forward(job), lambda: job.cancelled
     )
@@ -196,10 +196,10 @@ def run_merge(job: Job, command: pf.MergeAdapter, runtime: Runtime) -> dict[str,
 def run_export(job: Job, command: pf.ExportAdapter, runtime: Runtime) -> dict[str, Any]:
     from engine.finetune.runs import describe
 
+    out = _destination(command.out_dir, "the adapter")
     info = describe(command.run_dir)
     if info.adapter_dir is None:
         raise BadInput("This run has no adapter to export yet.")
-    out = Path(command.out_dir).expanduser().resolve()
     if out.exists() and any(out.iterdir()):
         raise BadInput(f"{out} is not empty; choose a new folder for the adapter.")
     tmp = out.parent / f".{out.name}.exporting"
@@ -209,6 +209,15 @@ def run_export(job: Job, command: pf.ExportAdapter, runtime: Runtime) -> dict[st
         out.rmdir()
     tmp.rename(out)
     return {"exported": str(out), "files": sorted(path.name for path in out.iterdir())}
+
+
+def _destination(out_dir: str, what: str) -> Path:
+    """The folder to write ``what`` into. An empty or relative name is refused, not read against
+    the engine's working folder: nobody chose that folder, and the error would name it."""
+    out = Path(out_dir.strip()).expanduser()
+    if not out_dir.strip() or not out.is_absolute():
+        raise BadInput(f"Choose a destination folder for {what} first (a full path).")
+    return out.resolve()
 
 
 def _free_gpu(job: Job, runtime: Runtime) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from engine import protocol as p
+from engine.protocol import finetune as pf
 
 DEFAULT_REPLY = (
     "Here is what I see: a **red square** on a white background.\n\n"
@@ -128,6 +129,8 @@ class FakeEngine:
         elif isinstance(command, p.Chat):
             self.cancelled[command.job_id] = threading.Event()
             threading.Thread(target=self.chat, args=(command,), daemon=True).start()
+        elif isinstance(command, pf.ListFinetuneRuns):  # the Fine-tune page asks at start-up
+            self.send(p.Finished(job_id=command.job_id, reason="done", result={"runs": []}))
         elif isinstance(command, p.Shutdown):
             return False
         return True

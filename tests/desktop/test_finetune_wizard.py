@@ -1,21 +1,29 @@
 """The fine-tuning wizard end to end with the real engine, a tiny model and generated pictures:
-data check and fix, plan, train with pause / close / reopen / resume, compare, use and export."""
+data check and fix, plan, train with pause / close / reopen / resume, compare, use and export.
+
+The quick tests after those drive the Fine-tune page and the wizard against ``StubEngine``, which
+records each command and lets the test answer it: reopening, a second run, earlier runs, a stale
+plan, the engine dying mid-run, and where an export goes."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
+from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QLabel, QPushButton, QWizard
 
 from desktop.engine_client import EngineClient
 from desktop.state.finetune import FinetuneSession
+from desktop.views.finetune_page import FinetunePage
 from desktop.views.finetune_wizard import FinetuneWizard
+from engine import protocol as p
 from engine.protocol import finetune as pf
 from tests.desktop.helpers import make_image
 
-pytestmark = pytest.mark.slow
 COLOURS = {
     "red": "#dc2626",
     "green": "#16a34a",
@@ -54,6 +62,7 @@ def open_wizard(qtbot, session: FinetuneSession, model: str) -> FinetuneWizard:
     return wizard
 
 
+@pytest.mark.slow
 def test_the_wizard_trains_an_adapter_from_pictures_to_chat(
     qtbot, engine: EngineClient, tiny_model, tmp_path: Path
 ) -> None:
@@ -151,6 +160,7 @@ def test_the_wizard_trains_an_adapter_from_pictures_to_chat(
     assert wizard.button(QWizard.WizardButton.FinishButton).isVisible()
 
 
+@pytest.mark.slow
 def test_a_failed_check_is_shown_and_nothing_moves_on(
     qtbot, engine: EngineClient, tiny_model, tmp_path: Path
 ) -> None:
@@ -164,6 +174,7 @@ def test_a_failed_check_is_shown_and_nothing_moves_on(
     assert "not found" in page.summary.text() and not page.isComplete()
 
 
+@pytest.mark.slow
 def test_pictures_without_captions_say_there_is_nothing_to_train_on(
     qtbot, engine: EngineClient, tiny_model, tmp_path: Path
 ) -> None:
@@ -186,3 +197,304 @@ def test_pictures_without_captions_say_there_is_nothing_to_train_on(
     assert "#b91c1c'>●</span> <b>Rows that could not be read" in issues  # marked as blocking
     assert "must be fixed before training" in issues
     assert not page.isComplete()
+
+
+# =================================================================================================
+# Against a stub engine
+# =================================================================================================
+
+MODEL = "/models/tiny-llava"
+# The page raises the wizard it opens, which the offscreen platform says it cannot do.
+RAISES = pytest.mark.qt_log_ignore("propagateSizeHints", "does not support raise")
+
+
+class StubEngine(QObject):
+    """``send`` + ``event_received`` with no engine behind it: the test answers each command."""
+
+    event_received = Signal(object)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[p.Command] = []
+
+    def send(self, command: p.Command) -> None:
+        self.sent.append(command)
+
+    def all(self, kind: type) -> list[Any]:
+        return [command for command in self.sent if isinstance(command, kind)]
+
+    def last(self, kind: type) -> Any:
+        return self.all(kind)[-1]
+
+    def finish(self, command: Any, reason: str = "done", **result: Any) -> None:
+        self.event_received.emit(p.Finished(job_id=command.job_id, reason=reason, result=result))
+
+
+@pytest.fixture
+def stub() -> StubEngine:
+    return StubEngine()
+
+
+def a_plan(steps: int) -> dict[str, Any]:
+    plan = pf.FinetunePlan(
+        model=MODEL,
+        family="llava",
+        recipe="language",
+        recipe_summary="",
+        settings=[pf.SettingChoice(name="total_steps", value=steps, reason="set by you")],
+        trainable={},
+        targets=[],
+        memory=[],
+        total_bytes=0,
+        available_bytes=None,
+        verdict="fits",
+        advice=[],
+        train_rows=4,
+        eval_rows=0,
+        skipped_rows=[],
+        longest_tokens=12,
+        longest_image_tokens=4,
+        mean_tokens=10.0,
+        steps_per_epoch=1,
+        total_steps=steps,
+        preview=[],
+    )
+    return msgspec.to_builtins(plan)
+
+
+def a_run(run_dir: Path, state: str, step: int, total: int = 60) -> dict[str, Any]:
+    adapter = run_dir / "adapter"
+    info = pf.RunInfo(
+        run_dir=str(run_dir),
+        model=MODEL,
+        recipe="language",
+        state=state,  # type: ignore[arg-type]
+        step=step,
+        total_steps=total,
+        adapter_dir=str(adapter) if state != "running" else None,
+        resumable=state in ("paused", "stopped", "interrupted") and step < total,
+    )
+    return msgspec.to_builtins(info)
+
+
+def a_finetune_page(qtbot, stub: StubEngine) -> FinetunePage:
+    page = FinetunePage(stub, models=lambda: [MODEL])
+    qtbot.addWidget(page)
+    return page
+
+
+def to_the_plan(wizard: FinetuneWizard, stub: StubEngine, max_steps: int) -> pf.PlanFinetune:
+    """From the first page (or the data page) to the plan page, with the data already checked."""
+    session = wizard.session
+    session.data = "/data/colours"
+    session.report = pf.DatasetReport(
+        folder=session.data,
+        format="sidecar_txt",
+        kind="caption",
+        rows=[pf.DatasetRow(0, [], "Describe this image.", "A red square.", 1, "red.txt")],
+        issues=[],
+        train_rows=1,
+        eval_rows=0,
+        probe_rows=0,
+        split_reason="",
+    )
+    while wizard.currentId() != FinetuneWizard.RECIPE:
+        wizard.next()
+    wizard.page_widget(FinetuneWizard.RECIPE).max_steps.setValue(max_steps)
+    wizard.next()
+    assert wizard.currentId() == FinetuneWizard.PLAN
+    planning = stub.last(pf.PlanFinetune)
+    stub.finish(planning, plan=a_plan(max_steps))
+    return planning
+
+
+def a_finished_run(wizard: FinetuneWizard, stub: StubEngine, run_dir: Path) -> None:
+    """Plan, train into ``run_dir`` and finish, as the engine would."""
+    to_the_plan(wizard, stub, 3)
+    wizard.next()
+    train = wizard.page_widget(FinetuneWizard.TRAIN)
+    train.out.setText(str(run_dir))
+    train.start_button.click()
+    (run_dir / "adapter").mkdir(parents=True)  # what the engine writes
+    stub.finish(stub.last(pf.StartFinetune), run=a_run(run_dir, "done", 3, 3))
+    assert wizard.session.state == "done"
+
+
+@RAISES
+def test_the_page_opens_the_wizard_again_after_it_was_closed(qtbot, stub: StubEngine) -> None:
+    page = a_finetune_page(qtbot, stub)
+    first = page.open_wizard()
+    with qtbot.waitSignal(first.destroyed):
+        first.reject()  # the wizard's Close button
+    second = page.open_wizard()
+    assert second.isVisible() and second.currentId() == FinetuneWizard.MODEL
+
+    page.session.start("/runs/one")  # reopened while a run trains: on its training page
+    with qtbot.waitSignal(second.destroyed):
+        second.close()
+    assert page.open_button.text() == "Show the training run…"
+    page.open_button.click()
+    assert page.wizard is not None and page.wizard.currentId() == FinetuneWizard.TRAIN
+
+
+@RAISES
+def test_a_closed_wizard_leaves_nothing_connected_to_the_session(qtbot, stub: StubEngine) -> None:
+    page = a_finetune_page(qtbot, stub)
+    wizard = page.open_wizard()
+    with qtbot.waitSignal(wizard.destroyed):
+        wizard.reject()
+    session = page.session
+    session.start("/runs/one")
+    step = pf.TrainMetrics(1, 10, 0.1, 2.0, 1e-4, 100.0, 4.0, 0, 0.0, 9.0, 1.0)
+    with qtbot.captureExceptions() as exceptions:
+        stub.event_received.emit(
+            p.PartialResult(
+                job_id=stub.last(pf.StartFinetune).job_id, data={"train": msgspec.to_builtins(step)}
+            )
+        )
+        session.pause()
+    assert exceptions == [] and session.state == "stopping"
+
+
+def test_changing_the_recipe_after_planning_plans_again(qtbot, stub: StubEngine) -> None:
+    session = FinetuneSession(stub)
+    wizard = open_wizard(qtbot, session, MODEL)
+    first = to_the_plan(wizard, stub, 3)
+    plan_page = wizard.page_widget(FinetuneWizard.PLAN)
+    assert "3 training steps" in plan_page.summary.text()
+
+    wizard.back()
+    recipe = wizard.page_widget(FinetuneWizard.RECIPE)
+    recipe.max_steps.setValue(7)
+    recipe.rank.setValue(4)
+    wizard.next()
+    again = stub.last(pf.PlanFinetune)
+    assert again is not first and (again.settings.max_steps, again.settings.rank) == (7, 4)
+    assert session.plan is None and not plan_page.isComplete()  # the old plan is not shown
+    assert "3 training steps" not in plan_page.summary.text()
+    stub.finish(again, plan=a_plan(7))
+    assert "7 training steps" in plan_page.summary.text() and plan_page.isComplete()
+
+    wizard.back()
+    wizard.next()  # nothing changed: the plan stands
+    assert stub.last(pf.PlanFinetune) is again and session.plan is not None
+
+
+def test_a_second_run_starts_after_going_back_to_change_the_recipe(
+    qtbot, stub: StubEngine, tmp_path: Path
+) -> None:
+    session = FinetuneSession(stub)
+    wizard = open_wizard(qtbot, session, MODEL)
+    a_finished_run(wizard, stub, tmp_path / "first")
+    train = wizard.page_widget(FinetuneWizard.TRAIN)
+    assert not train.start_button.isEnabled() and train.new_button.isVisible()
+
+    wizard.back()
+    wizard.back()
+    wizard.page_widget(FinetuneWizard.RECIPE).max_steps.setValue(5)
+    wizard.next()
+    stub.finish(stub.last(pf.PlanFinetune), plan=a_plan(5))
+    wizard.next()
+    assert session.run is None and train.start_button.isEnabled()
+    assert not train.out.isReadOnly() and train.out.text() not in ("", str(tmp_path / "first"))
+    train.out.setText(str(tmp_path / "second"))
+    train.start_button.click()
+    second = stub.last(pf.StartFinetune)
+    assert second.out_dir == str(tmp_path / "second") and second.settings.max_steps == 5
+
+
+@RAISES
+def test_a_reopened_wizard_sets_up_a_new_run_from_a_finished_one(
+    qtbot, stub: StubEngine, tmp_path: Path
+) -> None:
+    page = a_finetune_page(qtbot, stub)
+    wizard = page.open_wizard()
+    a_finished_run(wizard, stub, tmp_path / "first")
+    with qtbot.waitSignal(wizard.destroyed):
+        wizard.reject()
+
+    wizard = page.open_wizard()
+    assert wizard.currentId() == FinetuneWizard.TRAIN  # the finished run, to evaluate or use
+    wizard.page_widget(FinetuneWizard.TRAIN).new_button.click()
+    assert wizard.currentId() == FinetuneWizard.MODEL and page.session.run is None
+    to_the_plan(wizard, stub, 4)
+    wizard.next()
+    train = wizard.page_widget(FinetuneWizard.TRAIN)
+    assert train.start_button.isEnabled() and train.out.text() != str(tmp_path / "first")
+
+
+@RAISES
+def test_earlier_runs_are_listed_and_a_paused_one_can_be_resumed(
+    qtbot, stub: StubEngine, data_dir: Path
+) -> None:
+    page = a_finetune_page(qtbot, stub)
+    listing = stub.last(pf.ListFinetuneRuns)
+    assert listing.runs_dir == str(data_dir / "finetune")
+    paused, done = data_dir / "finetune" / "paused-run", data_dir / "finetune" / "done-run"
+    stub.finish(listing, runs=[a_run(paused, "paused", 4, 30), a_run(done, "done", 30, 30)])
+    assert page.runs_box.isVisibleTo(page)
+    labels = [label.text() for label in page.runs_box.findChildren(QLabel, "earlierRun")]
+    assert any("paused-run" in text and "paused at step 4 of 30" in text for text in labels)
+
+    page.runs_box.findChildren(QPushButton, "openRun")[0].click()
+    wizard = page.wizard
+    assert wizard is not None and wizard.currentId() == FinetuneWizard.TRAIN
+    train = wizard.page_widget(FinetuneWizard.TRAIN)
+    assert page.session.model == MODEL and train.progress.value() == 4
+    assert train.resume_button.isEnabled() and train.isComplete()  # its adapter can be used
+    train.resume_button.click()
+    assert stub.last(pf.ResumeFinetune).run_dir == str(paused)
+
+
+def test_after_the_engine_died_the_wizard_shows_what_the_trainer_saved(
+    qtbot, stub: StubEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("desktop.state.finetune.REREAD_MS", 10)
+    session = FinetuneSession(stub)
+    wizard = open_wizard(qtbot, session, MODEL)
+    to_the_plan(wizard, stub, 60)
+    wizard.next()
+    train = wizard.page_widget(FinetuneWizard.TRAIN)
+    run_dir = tmp_path / "run"
+    train.out.setText(str(run_dir))
+    train.start_button.click()
+    start = stub.last(pf.StartFinetune)
+    step = pf.TrainMetrics(6, 60, 1.5, 2.0, 1e-4, 100.0, 4.0, 0, 0.0, 9.0, 1.0)
+    stub.event_received.emit(
+        p.PartialResult(job_id=start.job_id, data={"train": msgspec.to_builtins(step)})
+    )
+    stub.event_received.emit(
+        p.Finished(
+            job_id=start.job_id,
+            reason="error",
+            error_code=p.ErrorCode.ENGINE_DIED,
+            message="The engine process crashed.",
+        )
+    )
+    assert session.state == "failed" and train.progress.value() == 6
+
+    # The engine restarted; the trainer is still finishing its step, then it has saved.
+    stub.finish(stub.last(pf.ListFinetuneRuns), runs=[a_run(run_dir, "running", 9)])
+    assert session.state == "failed"
+    qtbot.waitUntil(lambda: len(stub.all(pf.ListFinetuneRuns)) == 2)
+    reread = stub.last(pf.ListFinetuneRuns)
+    assert reread.runs_dir == str(run_dir)
+    stub.finish(reread, runs=[a_run(run_dir, "stopped", 11)])
+    assert session.state == "stopped" and session.run.step == 11
+    assert train.progress.value() == 11 and "step 11 of 60" in train.status.text()
+    assert train.isComplete() and train.resume_button.isEnabled()
+
+
+def test_export_and_merge_wait_for_a_full_destination_path(
+    qtbot, stub: StubEngine, tmp_path: Path
+) -> None:
+    session = FinetuneSession(stub)
+    wizard = open_wizard(qtbot, session, MODEL)
+    use = wizard.page_widget(FinetuneWizard.USE)
+    assert not use.export_button.isEnabled() and not use.merge_button.isEnabled()
+    use.destination.setText("adapter-copy")  # relative: it would land in the engine's folder
+    assert not use.export_button.isEnabled() and not use.merge_button.isEnabled()
+    use.destination.setText(str(tmp_path / "adapter-copy"))
+    assert use.export_button.isEnabled() and use.merge_button.isEnabled()
+    use.export_button.click()
+    assert stub.last(pf.ExportAdapter).out_dir == str(tmp_path / "adapter-copy")

@@ -234,6 +234,19 @@ def test_export_copies_the_adapter_and_runs_are_listed_for_resume(
     assert pause.error_code == p.ErrorCode.BAD_INPUT and "No run is training" in pause.message
 
 
+def test_export_and_merge_ask_for_a_full_destination_path(
+    engine: EngineHarness, tmp_path: Path
+) -> None:
+    """An empty or relative destination is not read against the engine's working folder."""
+    for command in (
+        pf.ExportAdapter(job_id=job_id(), run_dir=str(tmp_path), out_dir=""),
+        pf.MergeAdapter(job_id=job_id(), run_dir=str(tmp_path), out_dir="merged"),
+    ):
+        finished, _ = engine.run(command)
+        assert finished.error_code == p.ErrorCode.BAD_INPUT
+        assert finished.message.startswith("Choose a destination folder for the ")
+
+
 def test_chat_keeps_answering_while_a_run_trains(
     engine: EngineHarness, model: Path, data: Path, tmp_path: Path
 ) -> None:
