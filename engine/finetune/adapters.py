@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -166,8 +167,20 @@ def read_notes(adapter_dir: str | Path) -> dict[str, Any]:
 
 
 def skip_modules_for(adapter_dir: str | Path) -> list[str]:
-    """Modules to keep unquantised under a 4-bit base so the adapter's weights fit on them."""
-    return list(read_notes(adapter_dir).get("skip_modules", []))
+    """Modules to keep unquantised under a 4-bit base so the adapter's weights fit on them: those
+    its run kept whole, and those it saved whole (peft's ``modules_to_save``, e.g. a projector
+    trained in full), which an adapter trained in full precision or elsewhere does not list."""
+    skip = list(read_notes(adapter_dir).get("skip_modules", []))
+    peft_config = Path(adapter_dir).expanduser() / "adapter_config.json"
+    if peft_config.is_file():
+        try:
+            saved = json.loads(peft_config.read_text(encoding="utf-8")).get("modules_to_save")
+        except ValueError:
+            saved = None
+        # peft names them from the base model's root or by their last part alone: as patterns
+        # for transformers (matched from the start of a module's full name), both fit.
+        skip += [rf"(?:.*\.)?{re.escape(name)}" for name in saved or [] if name not in skip]
+    return skip
 
 
 def apply_adapter(model: Any, adapter_dir: str | Path) -> Any:

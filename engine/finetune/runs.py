@@ -84,7 +84,8 @@ def create_run(
         data_hash=data_hash(data_dir),
         target_regex=ctx.regex,
         modules_to_save=ctx.modules_to_save,
-        skip_modules=ctx.facts.parts.skip_quantization() if values["quant"] == "nf4" else [],
+        # Recorded whatever the run's own precision: the adapter may be used over a 4-bit base.
+        skip_modules=ctx.facts.parts.skip_quantization(),
         vision_prefixes=ctx.vision_prefixes,
         image_max_pixels=values.get("image_max_pixels"),
         trial_step=settings.trial_step,
