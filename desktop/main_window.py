@@ -568,7 +568,8 @@ class MainWindow(QMainWindow):
             self,
             "Send to a cloud service?",
             f"{sentence}\n\nSend {name}, its pages as pictures, to be read there? "
-            "“Yes to All” sends every document of this batch that the local model cannot read.",
+            "“Yes to All” also sends the other documents now waiting in this batch that the local "
+            "model cannot read.",
             QMessageBox.StandardButton.Yes
             | QMessageBox.StandardButton.YesToAll
             | QMessageBox.StandardButton.No,

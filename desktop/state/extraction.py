@@ -114,7 +114,9 @@ class ExtractionSession(QObject):
         self._schemas_requested = False
         self._engine_down = False  # died, and the new engine has not said Welcome yet
         self._cloud_files: set[int] = set()  # files the user said yes to sending, once each
-        self._cloud_batches: set[str] = set()  # batches the user said yes to, every file
+        # Files covered by a "Yes to All": those still to read when it was said (one dropped
+        # later is asked about again).
+        self._cloud_later: set[int] = set()
         client.event_received.connect(self._on_client_event)
         client.engine_died.connect(self._on_client_engine_died)
         client.welcome_received.connect(self._on_client_welcome_received)
@@ -196,7 +198,11 @@ class ExtractionSession(QObject):
         self.request_schemas()
         batch = self.batch
         settings = self.settings()
-        if batch is None or batch.status == BatchStatus.CANCELLED or batch.settings != settings:
+        if (
+            batch is None
+            or batch.status == BatchStatus.CANCELLED
+            or not _same_reading(batch.settings, settings)
+        ):
             if batch is not None and batch.status == BatchStatus.ACTIVE:
                 self.pause()  # the batch read so far waits, resumable, in the batch list
             batch = self.queue.create_batch(settings)
@@ -251,13 +257,17 @@ class ExtractionSession(QObject):
 
     def send_to_cloud(self, file_id: int, whole_batch: bool = False) -> None:
         """The user's yes to "local, then ask": this file goes to the cloud service, and with
-        ``whole_batch`` every file of its batch the local model cannot read goes without asking
-        again (a file marked "never send" stays local all the same). The batch resumes."""
+        ``whole_batch`` every file of its batch still to read goes there too where the local
+        model cannot read it, without asking again; a file added later is asked about, and one
+        marked "never send" stays local all the same. The batch resumes."""
         file = self.queue.file(file_id)
         if file is None:
             return
         if whole_batch:
-            self._cloud_batches.add(file.batch_id)
+            waiting = (FileStatus.QUEUED, FileStatus.RUNNING)
+            self._cloud_later |= {
+                f.id for f in self.queue.files(file.batch_id) if f.status in waiting
+            }
         if not file.never_send:
             self._cloud_files.add(file_id)
         self.resume()
@@ -322,7 +332,7 @@ class ExtractionSession(QObject):
         if file.id in self._cloud_files:  # the user's yes for this file: straight to the cloud
             self._cloud_files.discard(file.id)
             routing = {**routing, "policy": CLOUD_ONLY}
-        elif file.batch_id in self._cloud_batches and routing.get("policy") == LOCAL_THEN_ASK:
+        elif file.id in self._cloud_later and routing.get("policy") == LOCAL_THEN_ASK:
             routing = {**routing, "policy": LOCAL_THEN_CLOUD}  # still local first, never asked
         local_only = routing.get("policy") in (None, "local_only") and not routing.get("backend")
         if local_only and not getattr(choice, "model", None):
@@ -596,6 +606,12 @@ class ExtractionSession(QObject):
         self.schema = choice
         self.schemas_changed.emit()
         self.schema_checked.emit(choice)
+
+
+def _same_reading(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two batches' settings read documents alike: a schema's title (the engine's
+    list may word it anew after the batch began) is not part of that."""
+    return {**a, "schema_title": ""} == {**b, "schema_title": ""}
 
 
 def _job_id() -> str:

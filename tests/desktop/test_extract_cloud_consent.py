@@ -61,7 +61,7 @@ def test_a_document_goes_to_the_cloud_only_after_a_yes_and_yes_to_all_covers_the
     qtbot, cloud_window, tmp_path: Path, monkeypatch
 ) -> None:
     window, stack = cloud_window
-    answers, asked = [Yes, No, YesToAll], []
+    answers, asked = [Yes, No, YesToAll, No], []
 
     def question(parent, title, text, *args, **kwargs):
         asked.append(text)
@@ -94,6 +94,14 @@ def test_a_document_goes_to_the_cloud_only_after_a_yes_and_yes_to_all_covers_the
     assert status("second") == FileStatus.DONE
     assert len(asked) == 3 and "second.png" in asked[2]
     assert len(stack.openai.requests) == 3
+
     document = next(f.document for f in session.files() if f.name == "third.png")
     [page] = document["pages"]
     assert (page["provenance"]["backend"], page["data"]) == ("openai", {"colour": "red"})
+
+    # "Yes to All" covered the documents waiting then, not one dropped afterwards.
+    batch = session.batch_id
+    view.add_paths([make_image(tmp_path / "fourth.png")])
+    qtbot.waitUntil(lambda: len(asked) == 4, timeout=60_000)
+    assert session.batch_id == batch  # it joined the same batch
+    assert "fourth.png" in asked[3] and len(stack.openai.requests) == 3
