@@ -611,6 +611,13 @@ class MainWindow(QMainWindow):
 
     @Slot(str, str)
     def _on_finetune_use_adapter(self, model: str, adapter: str) -> None:
+        if Path(model).is_absolute() and not Path(model).is_dir():
+            session = self.finetune_page.session  # what the wizard's last page shows
+            session.message = (
+                f"The base model {model} is gone (deleted or moved); the adapter needs it."
+            )
+            session.changed.emit()
+            return
         self._on_models_use_requested(model)
         self.session.adapter = adapter
         self.chat_view.show_notice(

@@ -33,3 +33,8 @@ def cache_dir() -> Path:
 
 def database_path() -> Path:
     return data_dir() / "visiondesk.sqlite3"
+
+
+def runs_dir() -> Path:
+    """Where fine-tuning runs are made (one folder each)."""
+    return data_dir() / "finetune"

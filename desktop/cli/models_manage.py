@@ -18,7 +18,7 @@ import msgspec
 from desktop import catalogue as cat
 from desktop.cli import exit_codes
 from desktop.cli.engine_process import new_job_id, run_one_job
-from desktop.paths import data_dir
+from desktop.paths import data_dir, runs_dir
 from engine import protocol as p
 from engine.protocol import models as pm
 from engine.protocol.base import MAX_IMAGE_PIXELS
@@ -219,6 +219,7 @@ def run_delete(args: argparse.Namespace) -> int:
         model=model,
         cache_dir=args.cache_dir,
         managed_root=str(managed_root()),
+        runs_dir=str(runs_dir()),
     )
     finished = run_one_job(command)
     if finished is None or finished.reason != "done" or finished.result is None:

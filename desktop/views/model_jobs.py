@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import msgspec
 from PySide6.QtCore import QObject, Signal, Slot
 
+from desktop.paths import runs_dir
 from engine import protocol as p
 from engine.protocol import models as pm
 
@@ -126,7 +127,11 @@ class ModelJobs(QObject):
 
     def delete(self, model: str) -> None:
         command = pm.DeleteModel(
-            job_id="", model=model, cache_dir=self.cache_dir, managed_root=str(self.managed_root)
+            job_id="",
+            model=model,
+            cache_dir=self.cache_dir,
+            managed_root=str(self.managed_root),
+            runs_dir=str(runs_dir()),
         )
         self._send("delete", model, command)
 

@@ -69,17 +69,21 @@ def run_list(job: Job, command: pm.ListInstalled, runtime: Runtime) -> dict[str,
 
 
 def run_delete(job: Job, command: pm.DeleteModel, runtime: Runtime) -> dict[str, Any]:
-    from engine.finetune.runs import describe
+    from engine.finetune.runs import describe, list_runs
     from engine.finetune.trainer_process import training_runs
     from engine.models.embedder import unload_embedder
     from engine.models.installed import delete_model
 
-    # Never delete files out from under a run training on them: that one is stopped first.
-    for run in training_runs():
-        if _same_model(describe(run).model, command.model):
+    # Never delete files out from under a run training on them (this engine's, or another
+    # process's in the runs folder): that one is stopped first.
+    training = [describe(run) for run in training_runs()]
+    if command.runs_dir:
+        training += [run for run in list_runs(command.runs_dir) if run.state == "running"]
+    for run in training:
+        if _same_model(run.model, command.model):
             raise BadInput(
-                f"{command.model} is being trained on (the run in {run}); stop that run on "
-                "the Fine-tune page, then delete the model."
+                f"{command.model} is being trained on (the run in {run.run_dir}); stop that run "
+                "on the Fine-tune page, then delete the model."
             )
     # Nor from under the resident model: it is unloaded first.
     spec = getattr(runtime, "spec", None)

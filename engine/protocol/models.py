@@ -241,6 +241,9 @@ class DeleteModel(Command, tag="delete_model"):
     model: str
     cache_dir: str | None = None
     managed_root: str | None = None
+    # The fine-tuning runs folder: a run training on the model there (in any process) is asked
+    # to stop before the model may go.
+    runs_dir: str | None = None
 
 
 class ImportFolder(Command, tag="import_folder"):

@@ -122,3 +122,14 @@ def test_a_model_deleted_in_the_models_view_leaves_the_picker_and_the_choice(
     assert window.session.model_choice.model is None
     assert window.catalog.last_choice().model is None
     assert "gone was deleted" in window.chat_view.notice.label.text()
+
+
+def test_an_adapter_whose_base_model_is_gone_does_not_switch_chat_to_it(
+    qtbot, make_window, tmp_path: Path
+) -> None:
+    window = make_window(start=False)
+    before = window.model_picker.choice()
+    gone = str(tmp_path / "models" / "trainbase")
+    window.finetune_page.session.use_adapter_requested.emit(gone, str(tmp_path / "run" / "adapter"))
+    assert window.model_picker.choice() == before and window.session.adapter is None
+    assert "trainbase is gone" in window.finetune_page.session.message

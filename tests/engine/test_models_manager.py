@@ -248,7 +248,7 @@ def test_a_model_a_run_is_training_on_is_not_deleted(tiny_model, tmp_path, monke
     from engine.capabilities.models_manager import run_delete
     from engine.finetune import trainer_process
     from engine.finetune.plan import build_plan
-    from engine.finetune.runs import create_run
+    from engine.finetune.runs import create_run, write_status
     from engine.protocol import finetune as pf
     from engine.runtime import Runtime
     from tests.engine.test_finetune_data import make_colour_dataset
@@ -260,13 +260,20 @@ def test_a_model_a_run_is_training_on_is_not_deleted(tiny_model, tmp_path, monke
     settings = pf.FinetuneSettings(max_steps=2)
     run = tmp_path / "run"
     create_run(build_plan(str(base), str(data), settings), str(run), str(base), settings)
-    monkeypatch.setitem(trainer_process._active, str(run.resolve()), None)  # training now
-    command = pm.DeleteModel(job_id=job_id(), model=str(base), managed_root=str(managed))
+    command = pm.DeleteModel(
+        job_id=job_id(), model=str(base), managed_root=str(managed), runs_dir=str(tmp_path)
+    )
+    monkeypatch.setitem(trainer_process._active, str(run.resolve()), None)  # training here
+    with pytest.raises(BadInput, match="is being trained on"):
+        run_delete(None, command, Runtime())  # type: ignore[arg-type]
+    monkeypatch.delitem(trainer_process._active, str(run.resolve()))
+
+    write_status(run, "running")  # a trainer of another process (the app's, seen by the CLI)
     with pytest.raises(BadInput, match="is being trained on"):
         run_delete(None, command, Runtime())  # type: ignore[arg-type]
     assert (base / "config.json").is_file()
 
-    monkeypatch.delitem(trainer_process._active, str(run.resolve()))  # the run has stopped
+    write_status(run, "paused")  # the run has stopped
     run_delete(None, command, Runtime())  # type: ignore[arg-type]
     assert not base.exists()
 
