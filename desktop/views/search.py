@@ -56,6 +56,7 @@ from PySide6.QtWidgets import (
     QMenu,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QStackedWidget,
     QStyle,
     QStyledItemDelegate,
@@ -308,7 +309,10 @@ class FoldersDialog(QDialog):
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for column in (1, 2):  # "gone from disk" whole, not cut to "gone from …"
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
         for row, folder in enumerate(self.folders):
             path = QTableWidgetItem(folder.path)
             path.setToolTip(folder.path)
@@ -451,6 +455,8 @@ class SearchView(QWidget):
         # go on the folders button, so that a status refresh never hides an outcome.
         self.info_label = QLabel()
         self.info_label.setObjectName("searchInfo")
+        self.info_label.setWordWrap(True)  # a gone folder's long path wraps instead of
+        # squeezing the link beside it, the way to the folder list
         info.addWidget(self.info_label, 1)
         self.folders_button = QPushButton()
         self.folders_button.setObjectName("linkButton")
@@ -458,7 +464,8 @@ class SearchView(QWidget):
         self.folders_button.setToolTip("The indexed folders; remove one from the index")
         self.folders_button.clicked.connect(self.show_folders)
         self.folders_button.hide()
-        info.addWidget(self.folders_button)
+        self.folders_button.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
+        info.addWidget(self.folders_button, 0, Qt.AlignmentFlag.AlignTop)
         self.skipped_button = QPushButton()
         self.skipped_button.setObjectName("linkButton")
         self.skipped_button.setCursor(Qt.CursorShape.PointingHandCursor)

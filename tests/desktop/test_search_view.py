@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QPixmap
+from PySide6.QtWidgets import QApplication
 
 from desktop import paths
 from desktop.engine_client import EngineClient
@@ -177,11 +178,18 @@ def test_update_index_leaves_out_a_gone_folder_that_the_folder_list_removes(
     info = view.info_label.text()
     assert info.startswith("Indexed 2 new") and f"{gone} is gone" in info
     assert view.folders_button.text() == "8 images in 2 folders (1 gone)"
+    # The long sentence wraps: it neither widens the view past its window nor pushes the link
+    # (the way to the folder list) out of sight.
+    assert view.info_label.minimumSizeHint().width() < 400
+    QApplication.processEvents()
+    assert view.folders_button.geometry().right() < view.width()
 
     view.folders_button.click()
     dialog = view.findChild(FoldersDialog)
     assert dialog is not None and dialog.isVisible()
     assert dialog.table.item(0, 2).text() == "gone from disk"  # sorted by path: gone, kept
+    state = dialog.table.fontMetrics().horizontalAdvance("gone from disk")
+    assert dialog.table.columnWidth(2) > state  # not cut to "gone from …"
     assert not dialog.remove_button.isEnabled()
     dialog.table.selectRow(0)
     with qtbot.waitSignal(view.status_updated, timeout=60_000) as updated:
