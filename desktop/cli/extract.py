@@ -136,8 +136,10 @@ def _page_range_problem(spec: str) -> str | None:
         if not match:
             return f"--pages {spec!r} is not a page range; write it like 1-3,5,8-"
         first, last = int(match.group(1)), match.group(2)
-        if first < 1 or (last and int(last) < first):
-            return f"--pages {spec!r}: {part.strip()!r} is not a page range (pages count from 1)"
+        if first < 1:
+            return f"--pages {spec!r}: pages count from 1"
+        if last and int(last) < first:
+            return f"--pages {spec!r}: {part.strip()!r} runs backwards; write {last}-{first}"
     return None
 
 
