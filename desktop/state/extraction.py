@@ -117,6 +117,7 @@ class ExtractionSession(QObject):
         # Files covered by a "Yes to All": those still to read when it was said (one dropped
         # later is asked about again).
         self._cloud_later: set[int] = set()
+        self.paused_because = ""  # why the batch waits, where the user's answer paused it
         client.event_received.connect(self._on_client_event)
         client.engine_died.connect(self._on_client_engine_died)
         client.welcome_received.connect(self._on_client_welcome_received)
@@ -236,6 +237,7 @@ class ExtractionSession(QObject):
     def resume(self) -> None:
         if self.batch_id is None:
             return
+        self.paused_because = ""
         self.queue.resume(self.batch_id)
         self.batch_changed.emit()
         self.queue_changed.emit()
@@ -273,14 +275,14 @@ class ExtractionSession(QObject):
         self.resume()
 
     def decline_cloud(self, file_id: int) -> None:
-        """The user's no: the batch stays paused, saying how to go on."""
+        """The user's no: the batch stays paused, saying why for as long as it is."""
         file = self.queue.file(file_id)
         name = file.name if file is not None else "The file"
-        self.notice.emit(
+        self.paused_because = (
             f"Paused: {name} was not sent. Resume tries the local model again; Settings → "
-            "Routing says where documents may go.",
-            "warning",
+            "Routing says where documents may go."
         )
+        self.batch_changed.emit()
 
     def retry_file(self, file_id: int) -> None:
         """Read a file again: the pages without a valid answer, or all of it if it changed."""

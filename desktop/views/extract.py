@@ -561,9 +561,11 @@ class ExtractView(QWidget):
             and not self.session.is_running()
         ):
             left = sum(not f.finished for f in self.session.files())
+            because = self.session.paused_because
+            still = f"{left} document{'s' if left != 1 else ''} of this batch still to read."
             self.banner.show_message(
-                f"{left} document{'s' if left != 1 else ''} of this batch still to read.",
-                "info",
+                f"{because} {still}" if because else still,
+                "warning" if because else "info",
                 action="Resume",
             )
         elif self.banner.action.text() == "Resume":

@@ -85,7 +85,9 @@ def test_a_document_goes_to_the_cloud_only_after_a_yes_and_yes_to_all_covers_the
     qtbot.waitUntil(lambda: status("first") == FileStatus.DONE, timeout=60_000)
     assert len(stack.openai.requests) == 1
     assert (status("second"), session.batch.status) == (FileStatus.QUEUED, BatchStatus.PAUSED)
+    qtbot.wait(50)  # what the window shows while the batch waits, not a passing notice
     assert "Paused: second.png was not sent" in view.banner.label.text()
+    assert view.banner.isVisible() and view.banner.action.text() == "Resume"
 
     # Resume: the local model is tried again and the question comes back; "Yes to All" sends
     # it, and the rest of the batch goes without asking (the local model first, each time).
