@@ -187,6 +187,9 @@ class FinetuneSession(QObject):
         self._forget_run()
         self.model = info.model
         self._adopt(info)
+        # Its curve so far, as a resume would replay it.
+        request = pf.ListFinetuneRuns(job_id=_id(), runs_dir=info.run_dir, history=True)
+        self._send("history", request)
 
     def _forget_run(self) -> None:
         self.run, self.run_dir, self.plan, self._planned_for = None, "", None, None
@@ -265,12 +268,7 @@ class FinetuneSession(QObject):
         elif "plan" in data:
             self.plan = msgspec.convert(data["plan"], pf.FinetunePlan)
         elif "history" in data:  # a resumed run replays its curve first
-            for point in data["history"]:
-                values = {k: v for k, v in point.items() if k != "event"}
-                if point.get("event") == "eval":
-                    self.evals.append(msgspec.convert(values, pf.EvalPoint))
-                elif point.get("event") == "step":
-                    self.metrics.append(msgspec.convert(values, pf.TrainMetrics))
+            self._replay(data["history"])
         elif "notice" in data and str(data["notice"]) not in self.notices:
             self.notices.append(str(data["notice"]))  # a resumed run says it again
         self.changed.emit()
@@ -321,6 +319,11 @@ class FinetuneSession(QObject):
             self.changed.emit()
         elif kind == "reread":
             self._on_reread([] if failed else _runs(result))
+        elif kind == "history":  # an earlier run just opened: its curve, unless it moved on
+            runs = [] if failed else _runs(result)
+            if runs and _same_folder(runs[0].run_dir, self.run_dir) and not self.metrics:
+                self._replay(runs[0].history)
+                self.changed.emit()
         elif kind == "evaluate":
             self.evaluation = None if failed else pf.decode_evaluation(result)
             self.message = event.message if failed else "Comparison finished."
@@ -343,6 +346,15 @@ class FinetuneSession(QObject):
             QTimer.singleShot(REREAD_MS, self, self._reread_run)
             return
         self._adopt(info, "The engine stopped during training; the trainer saved what it had.")
+
+    def _replay(self, history: list[dict[str, Any]]) -> None:
+        """A run's curve so far (its metrics file): steps and evaluations."""
+        for point in history:
+            values = {k: v for k, v in point.items() if k != "event"}
+            if point.get("event") == "eval":
+                self.evals.append(msgspec.convert(values, pf.EvalPoint))
+            elif point.get("event") == "step":
+                self.metrics.append(msgspec.convert(values, pf.TrainMetrics))
 
     def _set(self, state: str, message: str, error: bool = False) -> None:
         self.state, self.message = state, message

@@ -162,7 +162,8 @@ def run_pause(
 def run_list(job: Job, command: pf.ListFinetuneRuns, runtime: Runtime) -> dict[str, Any]:
     from engine.finetune.runs import list_runs
 
-    return {"runs": [msgspec.to_builtins(run) for run in list_runs(command.runs_dir)]}
+    runs = list_runs(command.runs_dir, history=command.history)
+    return {"runs": [msgspec.to_builtins(run) for run in runs]}
 
 
 def run_evaluate(job: Job, command: pf.EvaluateAdapter, runtime: Runtime) -> dict[str, Any]:

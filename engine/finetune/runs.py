@@ -158,17 +158,17 @@ def describe(run_dir: str | Path, history: bool = False) -> pf.RunInfo:
     return info
 
 
-def list_runs(root: str | Path) -> list[pf.RunInfo]:
+def list_runs(root: str | Path, history: bool = False) -> list[pf.RunInfo]:
     folder = Path(root).expanduser()
     if (folder / RUN_FILE).is_file():
-        return [describe(folder)]
+        return [describe(folder, history)]
     if not folder.is_dir():
         return []
     runs = []
     for child in sorted(folder.iterdir()):
         if (child / RUN_FILE).is_file():
             try:
-                runs.append(describe(child))
+                runs.append(describe(child, history))
             except (BadInput, ValueError, KeyError, TypeError):
                 continue  # a damaged run folder is not offered
     return runs

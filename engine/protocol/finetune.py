@@ -300,6 +300,7 @@ class StopFinetune(Command, tag="stop_finetune"):
 class ListFinetuneRuns(Command, tag="list_finetune_runs"):
     job_id: str
     runs_dir: str  # a folder whose subfolders are run folders (or one run folder)
+    history: bool = False  # each run's curve so far too (its steps and evaluations)
 
 
 class EvaluateAdapter(Command, tag="evaluate_adapter"):

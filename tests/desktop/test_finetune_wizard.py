@@ -442,6 +442,14 @@ def test_earlier_runs_are_listed_and_a_paused_one_can_be_resumed(
     train = wizard.page_widget(FinetuneWizard.TRAIN)
     assert page.session.model == MODEL and train.progress.value() == 4
     assert train.resume_button.isEnabled() and train.isComplete()  # its adapter can be used
+    # Its curve so far is read from its folder and shown, as a resume would replay it.
+    curve = stub.last(pf.ListFinetuneRuns)
+    assert curve.runs_dir == str(paused) and curve.history
+    steps = [{"event": "step", **msgspec.to_builtins(
+        pf.TrainMetrics(n, 30, 2.0 / n, 2.0, 1e-4, 100.0, 4.0, 0, 0.0, 9.0, 1.0)
+    )} for n in range(1, 5)]  # fmt: skip
+    stub.finish(curve, runs=[{**a_run(paused, "paused", 4, 30), "history": steps}])
+    assert [m.step for m in page.session.metrics] == [1, 2, 3, 4]
     train.resume_button.click()
     assert stub.last(pf.ResumeFinetune).run_dir == str(paused)
 

@@ -228,6 +228,13 @@ def test_export_copies_the_adapter_and_runs_are_listed_for_resume(
     )
     [run] = listed.result["runs"]  # type: ignore[index]
     assert run["state"] == "done" and run["step"] == 100 and not run["resumable"]
+    assert run["history"] == []  # asked for, each run's curve comes too
+    with_curve, _ = engine.run(
+        pf.ListFinetuneRuns(job_id=job_id(), runs_dir=str(trained["run_dir"]), history=True)
+    )
+    [run] = with_curve.result["runs"]  # type: ignore[index]
+    steps = [point["step"] for point in run["history"] if point["event"] == "step"]
+    assert steps[-1] == 100
     again, _ = engine.run(pf.ResumeFinetune(job_id=job_id(), run_dir=str(trained["run_dir"])))
     assert again.reason == "error" and "nothing to resume" in again.message
     pause, _ = engine.run(pf.PauseFinetune(job_id=job_id(), run_dir=str(trained["run_dir"])))
