@@ -13,7 +13,8 @@ from PySide6.QtWidgets import QApplication
 
 from desktop import paths
 from desktop.engine_client import EngineClient
-from desktop.views.search import FoldersDialog, SearchView
+from desktop.views.search import SearchView
+from desktop.views.search_dialogs import FoldersDialog
 from engine import protocol as p
 from engine.protocol import search as ps
 from engine.search.samples import write_samples
