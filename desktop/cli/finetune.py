@@ -76,10 +76,6 @@ def run(args: argparse.Namespace) -> int:
         return exit_codes.USAGE
     try:
         with EngineProcess(data_dir() / "logs" / "engine.log", verbose=args.verbose) as engine:
-            if isinstance(command, pf.PlanFinetune | pf.StartFinetune):
-                code = _follow(engine, _check_data(command), args)
-                if code != exit_codes.OK:
-                    return code
             return _follow(engine, command, args)
     except EngineGone as exc:
         print(f"visiondesk: error: {exc}", file=sys.stderr)
@@ -140,19 +136,6 @@ def _command(args: argparse.Namespace) -> p.Command:
         data=_folder(args.data),
         out_dir=_folder(out),
         settings=settings,
-    )
-
-
-def _check_data(command: pf.PlanFinetune | pf.StartFinetune) -> pf.InspectDataset:
-    """The wizard's data check, run first so that its problems are listed: the plan reports only
-    the rows the model's processor refused, not those that could not be read or were dropped."""
-    settings = command.settings
-    return pf.InspectDataset(
-        job_id=new_job_id(),
-        folder=command.data,
-        caption_prompt=settings.caption_prompt,
-        fixes=settings.fixes,
-        seed=settings.seed,
     )
 
 
@@ -244,6 +227,10 @@ class Printer:
                     f"(best {point['best_loss']:.4f} at step {point['best_step']})",
                     file=sys.stderr,
                 )
+            elif "report" in data:  # the data check, before the plan
+                report = pf.decode_report(data)
+                if report.issues:
+                    print(describe_issues(report), file=sys.stderr)
             elif "plan" in data:
                 print(
                     describe_plan(msgspec.convert(data["plan"], pf.FinetunePlan)), file=sys.stderr
@@ -267,11 +254,7 @@ class Printer:
             return exit_codes.INTERRUPTED if finished.reason == "cancelled" else exit_codes.OK
         if finished.reason == "cancelled" and "run" not in result:
             return stopped(command)
-        if "report" in result:
-            report = pf.decode_report(result)
-            if report.issues:
-                print(describe_issues(report), file=sys.stderr)
-        elif "plan" in result:
+        if "plan" in result:
             print(describe_plan(pf.decode_plan(result)))
         elif "evaluation" in result:
             print(describe_evaluation(pf.decode_evaluation(result)))

@@ -74,7 +74,9 @@ def run_plan(job: Job, command: pf.PlanFinetune, runtime: Runtime) -> dict[str, 
     from engine.finetune.runs import create_run
     from engine.finetune.trainer_process import run_child
 
-    ctx = build_plan(command.model, command.data, command.settings, _progress(job, "planning"))
+    ctx = build_plan(
+        command.model, command.data, command.settings, _progress(job, "planning"), _report(job)
+    )
     plan = ctx.plan
     if command.trial and not job.cancelled:
         job.progress("trial", message="One training step on the longest examples")
@@ -112,7 +114,9 @@ def run_start(job: Job, command: pf.StartFinetune, runtime: Runtime) -> Outcome:
     if not command.out_dir:
         raise BadInput("The command names no folder for the run.")
     run_dir_ready(Path(command.out_dir).expanduser())
-    ctx = build_plan(command.model, command.data, command.settings, _progress(job, "planning"))
+    ctx = build_plan(
+        command.model, command.data, command.settings, _progress(job, "planning"), _report(job)
+    )
     job.partial({"plan": msgspec.to_builtins(ctx.plan)})
     config = create_run(ctx, command.out_dir, command.model, command.settings)
     return _train(job, config.run, [], runtime)
@@ -238,6 +242,13 @@ def _free_gpu(job: Job, runtime: Runtime) -> None:
 
 def _progress(job: Job, stage: str) -> Callable[[str], None]:
     return lambda message: job.progress(stage, message=message)
+
+
+def _report(job: Job) -> Callable[[Any], None]:
+    """The data check as a partial result: what the plan left out and why, every row of it."""
+    from engine.finetune.validate import to_report
+
+    return lambda inspection: job.partial({"report": msgspec.to_builtins(to_report(inspection))})
 
 
 def _forward(job: Job) -> Callable[[dict[str, Any]], None]:

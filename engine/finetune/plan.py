@@ -50,14 +50,21 @@ class PlanContext:
 
 
 def build_plan(
-    model: str, data: str, settings: pf.FinetuneSettings, progress: Progress = lambda _m: None
+    model: str,
+    data: str,
+    settings: pf.FinetuneSettings,
+    progress: Progress = lambda _m: None,
+    on_inspection: Callable[[Inspection], None] = lambda _i: None,
 ) -> PlanContext:
+    """``on_inspection`` hears the data check before anything can refuse it, so that a caller can
+    list every problem (the refusal names only the first few)."""
     from transformers import AutoProcessor
 
     progress(f"Reading {model}")
     facts = recipes.model_facts(model, settings.allow_pickle, settings.trust_remote_code)
     progress(f"Checking the data in {data}")
     inspection = inspect(read_folder(data, settings.caption_prompt), settings.fixes, settings.seed)
+    on_inspection(inspection)
     if inspection.blocking:
         first = inspection.blocking[:3]
         raise BadInput(

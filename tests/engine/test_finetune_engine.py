@@ -120,6 +120,12 @@ def test_plan_job_explains_every_setting_and_checks_the_worst_batch(
     assert [span.kind for span in plan.preview] == ["prompt", "image", "prompt", "trained"]
     assert plan.longest_image_tokens == 16 and plan.steps_per_epoch == 4
     assert any(isinstance(e, p.Progress) and e.stage == "trial" for e in events)
+    # The data check comes first, as a partial result, so a caller can list its every problem.
+    reports = [e.data for e in events if isinstance(e, p.PartialResult) and "report" in e.data]
+    assert (
+        len(reports) == 1
+        and len(pf.decode_report(reports[0]).rows) == plan.train_rows + plan.eval_rows
+    )
 
 
 def test_training_streams_metrics_stops_and_saves_on_cancel_and_resumes(
@@ -131,7 +137,7 @@ def test_training_streams_metrics_stops_and_saves_on_cancel_and_resumes(
     assert run.resumable and run.state == "stopped" and 5 <= run.step < 100
     partials = [e.data for e in trained["first"] if isinstance(e, p.PartialResult)]
     train = [msgspec.convert(d["train"], pf.TrainMetrics) for d in partials if "train" in d]
-    assert train and {"plan"} <= set(partials[0])
+    assert train and "report" in partials[0] and "plan" in partials[1]
     last = train[-1]
     assert last.total_steps == 100 and last.loss > 0 and last.learning_rate > 0
     assert last.samples_per_s > 0 and last.peak_memory_bytes > 0 and last.eta_s is not None
