@@ -16,7 +16,7 @@ from engine.backends.base import CancelCheck, GenerationResult, TextSink
 from engine.backends.feature_cache import FeatureCache, PixelCache
 from engine.backends.prefix_cache import PrefixCache, image_key, image_token_ids
 from engine.backends.static_decode import StaticDecoder, decode
-from engine.documents.images import load_image
+from engine.documents.images import load_image, pad_to_aspect
 from engine.errors import BadInput, ModelNotFound, Unsupported, classify
 from engine.models.families import Quirks, quirks_for
 from engine.models.resolve import (
@@ -30,6 +30,8 @@ from engine.protocol import CHAT_IMAGE_MAX_PIXELS, ChatMessage, ModelInfo, Sampl
 from engine.runtime import LoadSpec
 
 log = logging.getLogger(__name__)
+
+NATIVE_RESOLUTION_MAX_ASPECT = 150.0  # under the 200 that Qwen2-VL's smart_resize allows
 
 
 @dataclass
@@ -282,6 +284,9 @@ class LocalHFBackend:
             ]
         else:
             images = [load_image(path) for path in paths]
+        if hasattr(getattr(self.processor, "image_processor", None), "merge_size"):
+            # The Qwen2-VL family refuses a strip whose sides differ 200-fold; padded, it is read.
+            images = [pad_to_aspect(image, NATIVE_RESOLUTION_MAX_ASPECT) for image in images]
         prompt = self._render_prompt(messages)
         try:
             with self.pixel_cache.images(image_keys):

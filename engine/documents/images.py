@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +17,13 @@ from engine.protocol.base import MAX_FILE_BYTES, MAX_IMAGE_PIXELS
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["IMAGE_SUFFIXES", "MAX_FILE_BYTES", "MAX_IMAGE_PIXELS", "load_image"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "MAX_FILE_BYTES",
+    "MAX_IMAGE_PIXELS",
+    "load_image",
+    "pad_to_aspect",
+]
 
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".jfif"}
@@ -85,3 +92,19 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     return image.convert("RGB")
+
+
+def pad_to_aspect(image: Image.Image, max_aspect: float) -> Image.Image:
+    """A very long strip padded with white (documents are dark on light) until its long side is
+    at most ``max_aspect`` times the short one; nothing is cropped. Others are returned as is."""
+    from PIL import Image
+
+    width, height = image.size
+    long, short = max(width, height), max(1, min(width, height))
+    if long / short <= max_aspect:
+        return image
+    side = math.ceil(long / max_aspect)
+    size = (width, side) if width >= height else (side, height)
+    canvas = Image.new("RGB", size, (255, 255, 255))
+    canvas.paste(image.convert("RGB"), ((size[0] - width) // 2, (size[1] - height) // 2))
+    return canvas

@@ -334,7 +334,7 @@ def _store_fixed_copy(facts: ImageFacts, images_dir: Path) -> str:
     """An upright RGB copy within the size and aspect limits, named by its source's hash."""
     from PIL import Image
 
-    from engine.documents.images import load_image
+    from engine.documents.images import load_image, pad_to_aspect
 
     images_dir.mkdir(parents=True, exist_ok=True)
     target = images_dir / f"{facts.sha256[:20]}.png"
@@ -351,15 +351,9 @@ def _store_fixed_copy(facts: ImageFacts, images_dir: Path) -> str:
         image = image.resize(
             (round(width * scale), round(height * scale)), Image.Resampling.BICUBIC
         )
-    width, height = image.size
-    long, short = max(width, height), min(width, height)
-    if long / short > MAX_ASPECT:
-        # Pad (white, documents are dark on light) rather than crop: nothing the label refers to is lost.
-        side = round(long / FIX_ASPECT)
-        size = (width, side) if width >= height else (side, height)
-        canvas = Image.new("RGB", size, (255, 255, 255))
-        canvas.paste(image, ((size[0] - width) // 2, (size[1] - height) // 2))
-        image = canvas
+    if max(image.size) / min(image.size) > MAX_ASPECT:
+        # Padded rather than cropped: nothing the label refers to is lost.
+        image = pad_to_aspect(image, FIX_ASPECT)
     tmp = target.with_suffix(".tmp")
     image.save(tmp, format="PNG")
     os.replace(tmp, target)

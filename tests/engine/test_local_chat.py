@@ -290,3 +290,20 @@ def test_the_default_picture_budget_applies_only_where_the_model_keeps_the_resol
     assert qwen.image_budget(None) == {}
     llava = LocalHFBackend.load(LoadSpec(str(tiny_model("llava")), "none", "cpu"))
     assert llava.image_budget(None) == {}  # resized to its fixed 336-px-class size anyway
+
+
+def test_a_long_strip_is_padded_for_models_that_refuse_extreme_aspect_ratios(
+    tiny_model, tmp_path
+) -> None:
+    from PIL import Image
+
+    from engine.backends.local_hf import NATIVE_RESOLUTION_MAX_ASPECT, LocalHFBackend
+    from engine.runtime import LoadSpec
+
+    strip = tmp_path / "panorama.png"
+    Image.new("RGB", (6000, 10), (20, 40, 60)).save(strip)
+    qwen = LocalHFBackend.load(LoadSpec(str(tiny_model("qwen2_vl")), "none", "cpu"))
+    question = [p.ChatMessage(role="user", text="What is this?", images=[str(strip)])]
+    inputs = qwen.build_inputs(question, on_device=False)  # Qwen's processor alone refuses it
+    _, height, width = (int(v) for v in inputs["image_grid_thw"][0])
+    assert width / height <= NATIVE_RESOLUTION_MAX_ASPECT and width > height
