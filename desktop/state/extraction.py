@@ -56,6 +56,9 @@ class SchemaChoice:
         }
 
 
+UNDO_LIMIT = 100  # edits kept for Ctrl+Z, across files
+
+
 class ExtractionSession(QObject):
     """Drives one batch at a time; views listen to its signals and call its methods."""
 
@@ -118,6 +121,8 @@ class ExtractionSession(QObject):
         # later is asked about again).
         self._cloud_later: set[int] = set()
         self.paused_because = ""  # why the batch waits, where the user's answer paused it
+        # Edits to undo, latest last: (file id, page, what the page said before, was it an edit).
+        self._undo: list[tuple[int, int, Any, bool]] = []
         client.event_received.connect(self._on_client_event)
         client.engine_died.connect(self._on_client_engine_died)
         client.welcome_received.connect(self._on_client_welcome_received)
@@ -503,7 +508,49 @@ class ExtractionSession(QObject):
 
     def save_edit(self, file_id: int, page: int, data: Any) -> None:
         """Store the user's corrected data for a page, and merge the document again."""
+        self._remember_for_undo(file_id, page)
         self.queue.save_edit(file_id, page, data)
+        self._apply_edit(file_id, page, data)
+
+    def revert_edit(self, file_id: int, page: int) -> None:
+        """Back to the model's answer for a page (undoable, like an edit)."""
+        stored = self.queue.page(file_id, page)
+        if stored is None or not stored.has_edit:
+            return
+        self._remember_for_undo(file_id, page)
+        self.queue.clear_edit(file_id, page)
+        self._apply_edit(file_id, page, stored.result.get("data"))
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._undo)
+
+    def undo_edit(self) -> tuple[int, int] | None:
+        """Take back the latest edit or revert; returns its (file id, page), None if none is left.
+
+        An edit to a page that is gone since (its batch deleted, the page read again) is
+        skipped."""
+        while self._undo:
+            file_id, page, before, was_edit = self._undo.pop()
+            stored = self.queue.page(file_id, page)
+            if stored is None:
+                continue
+            if was_edit:
+                self.queue.save_edit(file_id, page, before)
+            else:
+                self.queue.clear_edit(file_id, page)
+            self._apply_edit(file_id, page, before if was_edit else stored.result.get("data"))
+            return file_id, page
+        return None
+
+    def _remember_for_undo(self, file_id: int, page: int) -> None:
+        stored = self.queue.page(file_id, page)
+        if stored is not None:
+            self._undo.append((file_id, page, copy.deepcopy(stored.edited), stored.has_edit))
+            del self._undo[:-UNDO_LIMIT]
+
+    def _apply_edit(self, file_id: int, page: int, data: Any) -> None:
+        """Put a page's data (edited or the model's) into its document, merged again."""
         file = self.queue.file(file_id)
         if file is None or file.document is None:
             return

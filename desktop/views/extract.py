@@ -7,7 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QSettings, Qt, Signal, Slot
-from PySide6.QtGui import QDragEnterEvent, QDragLeaveEvent, QDropEvent, QShowEvent
+from PySide6.QtGui import (
+    QAction,
+    QDragEnterEvent,
+    QDragLeaveEvent,
+    QDropEvent,
+    QKeySequence,
+    QShowEvent,
+)
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -248,6 +255,11 @@ class ExtractView(QWidget):
         self.read_again_button.clicked.connect(self._on_read_again_clicked)
         self.read_again_button.hide()
         heading.addWidget(self.read_again_button)
+        self.revert_button = QPushButton("Use the model's answer")
+        self.revert_button.setToolTip("Drop your edits on this page (Ctrl+Z brings them back)")
+        self.revert_button.clicked.connect(self._on_revert_clicked)
+        self.revert_button.hide()
+        heading.addWidget(self.revert_button)
         layout.addLayout(heading)
         self.result_tabs = QTabWidget()
         self.result_tabs.setObjectName("resultTabs")
@@ -312,6 +324,12 @@ class ExtractView(QWidget):
         self.table.data_edited.connect(self._on_editor_data_edited)
         self.never_send_box.toggled.connect(self._on_never_send_toggled)
         self.banner.action_clicked.connect(self._on_banner_action_clicked)
+        # Ctrl+Z on this page takes back a result edit (a field being typed in keeps its own).
+        undo = QAction("Undo edit", self)
+        undo.setShortcut(QKeySequence.StandardKey.Undo)
+        undo.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        undo.triggered.connect(self.undo_edit)
+        self.addAction(undo)
 
     def _restore_choices(self) -> None:
         """The schema and passes chosen last time (built-in schemas only: files may move)."""
@@ -409,6 +427,7 @@ class ExtractView(QWidget):
         self.page_panel.show_page(self.page, replot)
         self.result_title.setText(f"{file.name} · page {self.page}")
         self.read_again_button.setVisible(file.status == FileStatus.FAILED)
+        self.revert_button.setVisible(bool(stored and stored.has_edit))
         if stored is None:
             self.editor.set_value(None)
             self.table.set_value(None)
@@ -595,6 +614,24 @@ class ExtractView(QWidget):
             return
         self.session.save_edit(self.file_id, self.page, data)
         self._show_result()
+
+    @Slot()
+    def _on_revert_clicked(self) -> None:
+        if self.file_id is not None:
+            self.session.revert_edit(self.file_id, self.page)
+            self._show_result()
+
+    @Slot()
+    def undo_edit(self) -> None:
+        """Ctrl+Z: take back the latest edit (on any file of this session), and show it."""
+        where = self.session.undo_edit()
+        if where is None:
+            self.banner.show_message("Nothing to undo.", "info", hide_after_ms=3000)
+            return
+        file_id, page = where
+        if file_id != self.file_id:
+            self.select_file(file_id)
+        self.select_page(page)
 
     @Slot()
     def _on_banner_action_clicked(self) -> None:

@@ -318,6 +318,20 @@ def test_problems_are_highlighted_with_reasons_and_an_edit_is_saved_and_checked_
     (export,) = [c for c in sent_commands(command_log) if isinstance(c, px.ExportResults)]
     assert export.format == "json" and export.documents[0]["data"]["total"] == 21.5
 
+    # The model's answer back, and Ctrl+Z twice: the revert, then the second edit, taken back.
+    assert view.revert_button.isVisible()
+    view.revert_button.click()
+    reverted = view.queue.file(file_id)
+    assert reverted is not None and reverted.document["data"]["total"] == 12.5  # type: ignore[index]
+    assert view.status_badge.text() == "Valid" and not view.revert_button.isVisible()
+    view.editor.setFocus()
+    qtbot.keyClick(view.editor, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert view.queue.page(file_id, 1).data["total"] == 21.5  # type: ignore[union-attr]
+    qtbot.keyClick(view.editor, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    stored = view.queue.page(file_id, 1)
+    assert stored is not None and stored.has_edit and stored.data["total"] == "twelve"
+    assert view.editor.item_at("/total").text(1) == "twelve"  # type: ignore[union-attr]
+
 
 def test_a_batch_cut_off_by_a_crash_of_the_app_is_offered_and_resumes_with_its_stored_pages(
     qtbot, make_window, command_log, tmp_path: Path
