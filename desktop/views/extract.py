@@ -255,8 +255,10 @@ class ExtractView(QWidget):
         self.read_again_button.clicked.connect(self._on_read_again_clicked)
         self.read_again_button.hide()
         heading.addWidget(self.read_again_button)
-        self.revert_button = QPushButton("Use the model's answer")
-        self.revert_button.setToolTip("Drop your edits on this page (Ctrl+Z brings them back)")
+        self.revert_button = QPushButton("Revert")
+        self.revert_button.setToolTip(
+            "Back to the model's answer for this page (Ctrl+Z brings your edits back)"
+        )
         self.revert_button.clicked.connect(self._on_revert_clicked)
         self.revert_button.hide()
         heading.addWidget(self.revert_button)
