@@ -3,6 +3,7 @@ result (problems highlighted, provenance shown) and export the batch."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,7 @@ class ExtractView(QWidget):
             parent=self,
         )
         self.file_id: int | None = None
+        self._shown_result = ""  # what the result editors show, to leave them be when it holds
         self.page = 0
         self._build()
         self._restore_choices()
@@ -431,6 +433,7 @@ class ExtractView(QWidget):
         self.read_again_button.setVisible(file.status == FileStatus.FAILED)
         self.revert_button.setVisible(bool(stored and stored.has_edit))
         if stored is None:
+            self._shown_result = ""
             self.editor.set_value(None)
             self.table.set_value(None)
             self.issue_list.hide()
@@ -446,6 +449,14 @@ class ExtractView(QWidget):
             self.provenance.setText("" if file.error else message)
             return
         schema = self.session.schema_for(self.queue.batch(file.batch_id))
+        shown = json.dumps(
+            [file.id, self.page, stored.result, stored.edited, stored.has_edit, schema],
+            sort_keys=True,
+            default=str,
+        )
+        if shown == self._shown_result:
+            return  # the queue moved on, not this page: a field being typed in stays open
+        self._shown_result = shown
         issues, replaced = page_issues(stored.result, stored.edited, stored.has_edit, schema)
         self.editor.set_value(stored.data, issues, replaced, schema=schema)
         has_table = self.table.set_value(stored.data, issues, schema)

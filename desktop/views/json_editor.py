@@ -224,6 +224,15 @@ class JsonTreeEditor(QTreeWidget):
     def value(self) -> Any:
         return copy.deepcopy(self._data)
 
+    def edit(self, index: Any, trigger: Any = None, event: Any = None) -> Any:
+        """Only values are edited: F2 or a double-click on a field's name edits its value."""
+        if index.isValid() and index.column() == 0:
+            index = self.model().index(index.row(), 1, index.parent())
+            self.setCurrentIndex(index)
+        if trigger is None:
+            return super().edit(index)
+        return super().edit(index, trigger, event)
+
     def item_at(self, path: str) -> QTreeWidgetItem | None:
         return self._items.get(path)
 

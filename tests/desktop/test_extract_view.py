@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QLineEdit
 
 from desktop import paths
 from desktop.engine_client import EngineClient
@@ -331,6 +331,38 @@ def test_problems_are_highlighted_with_reasons_and_an_edit_is_saved_and_checked_
     stored = view.queue.page(file_id, 1)
     assert stored is not None and stored.has_edit and stored.data["total"] == "twelve"
     assert view.editor.item_at("/total").text(1) == "twelve"  # type: ignore[union-attr]
+
+
+def test_a_value_being_typed_survives_the_queue_moving_on_and_f2_on_a_name_edits_its_value(
+    qtbot, make_window, tmp_path: Path
+) -> None:
+    schema = px.schema_from_fields([px.FieldSpec(name="total", type="number")], title="Receipt")
+    result = {"page": 1, "status": "ok", "data": {"total": 12.5}, "issues": []}
+    document = make_image(tmp_path / "receipt.png")
+    file_id = stored_batch(
+        ExtractionQueue(default_path(paths.data_dir())), document, result, schema
+    )
+    window = make_window()
+    window.activateWindow()
+    view: ExtractView = window.extract_view
+    window.show_page("extract")
+    view.select_file(file_id)
+    total = view.editor.item_at("/total")
+    assert total is not None
+    view.editor.setCurrentItem(total, 0)  # the arrow keys move along the names
+    view.editor.setFocus()
+    qtbot.keyClick(view.editor, Qt.Key.Key_F2)
+    editor = QApplication.focusWidget()
+    assert isinstance(editor, QLineEdit) and editor.text() == "12.5"  # the value, not "total"
+    editor.selectAll()
+    qtbot.keyClicks(editor, "13")
+    view.session.queue_changed.emit()  # another file of the batch starts or ends
+    assert QApplication.focusWidget() is editor  # what is being typed is still there
+    qtbot.keyClick(editor, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: view.queue.page(file_id, 1).has_edit)  # type: ignore[union-attr]
+    stored = view.queue.page(file_id, 1)
+    assert stored is not None and stored.has_edit and stored.data == {"total": 13}
+    assert view.editor.item_at("/total").text(0) == "total"  # type: ignore[union-attr]
 
 
 def test_a_batch_cut_off_by_a_crash_of_the_app_is_offered_and_resumes_with_its_stored_pages(
