@@ -10,6 +10,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QPushButton,
     QStackedWidget,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -25,7 +26,9 @@ class Banner(QFrame):
 
     action_clicked = Signal()
 
-    def __init__(self, object_name: str, parent: QWidget | None = None) -> None:
+    def __init__(
+        self, object_name: str, parent: QWidget | None = None, *, closable: bool = True
+    ) -> None:
         super().__init__(parent)
         self.setObjectName(object_name)
         row = QHBoxLayout(self)
@@ -37,6 +40,14 @@ class Banner(QFrame):
         self.action.setObjectName("bannerAction")
         self.action.clicked.connect(self.action_clicked)
         row.addWidget(self.action)
+        self.close_button = QToolButton()
+        self.close_button.setObjectName("bannerClose")
+        self.close_button.setText("✕")
+        self.close_button.setAccessibleName("Dismiss")
+        self.close_button.setToolTip("Dismiss this message")
+        self.close_button.clicked.connect(self.hide)
+        self.close_button.setVisible(closable)
+        row.addWidget(self.close_button)
         self._hide_timer = QTimer(self, singleShot=True)
         self._hide_timer.timeout.connect(self.hide)
         self.hide()
@@ -160,7 +171,7 @@ class ChatView(QWidget):
         bottom_layout.setSpacing(6)
         self.notice = Banner("notice")
         bottom_layout.addLayout(_centred(self.notice))
-        self.editing_bar = Banner("editingBar")
+        self.editing_bar = Banner("editingBar", closable=False)  # its Cancel ends the edit
         self.editing_bar.action_clicked.connect(self.edit_cancelled)
         bottom_layout.addLayout(_centred(self.editing_bar))
         self._draft_before_edit: str | None = None

@@ -549,6 +549,8 @@ class ExtractView(QWidget):
     @Slot(int)
     def _on_schema_activated(self, index: int) -> None:
         key = self.schema_combo.itemData(index)
+        if self.banner.property("level") == "error":
+            self.banner.hide()  # about the schema chosen before, most likely; a new one says anew
         if key == LOAD_SCHEMA:
             path, _ = QFileDialog.getOpenFileName(
                 self, "A JSON Schema file", str(Path.home()), "JSON Schema (*.json)"

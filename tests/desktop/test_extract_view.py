@@ -691,7 +691,7 @@ def test_a_long_file_name_is_shortened_instead_of_widening_the_window(
     assert not view.page_panel.replot_button.isVisible()  # not a chart: room for the name
 
 
-def test_an_error_notice_is_shown_in_the_error_colour_until_the_user_moves_on(
+def test_an_error_notice_is_shown_in_the_error_colour_until_the_user_moves_on_or_dismisses_it(
     qtbot, make_window, tmp_path: Path
 ) -> None:
     from PySide6.QtWidgets import QApplication
@@ -708,12 +708,18 @@ def test_an_error_notice_is_shown_in_the_error_colour_until_the_user_moves_on(
         banner = view.banner
         assert banner.isVisible() and banner.property("level") == "error"
         picture = banner.grab().toImage()
-        assert picture.pixelColor(banner.width() - 30, banner.height() // 2).name() == "#fef2f2"
+        assert picture.pixelColor(6, banner.height() // 2).name() == "#fef2f2"
         assert banner.label.palette().color(banner.label.foregroundRole()).name() == "#991b1b"
     finally:
         app.setStyleSheet("")
 
     view.add_paths([make_image(tmp_path / "receipt.png")])  # the next batch: the error is old news
+    assert not banner.isVisible()
+    view.session.notice.emit("Schema file broken.json is not valid JSON.", "error")
+    view.schema_combo.activated.emit(view.schema_combo.findData("table"))  # another schema
+    assert not banner.isVisible()
+    view.session.notice.emit("Export failed: the disk is full.", "error")
+    banner.close_button.click()  # or dismissed by hand
     assert not banner.isVisible()
 
 
