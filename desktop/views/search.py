@@ -43,6 +43,7 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QApplication,
     QComboBox,
     QFileDialog,
     QFrame,
@@ -191,7 +192,12 @@ class ResultGrid(QListView):
         self.verticalScrollBar().setSingleStep(24)
 
     def resizeEvent(self, event: QResizeEvent) -> None:
-        width = self.viewport().width() - 2
+        # The icon layout keeps room for the scroll bar whether it shows or not; so does this,
+        # else a row holds one cell fewer than counted and a column's width is left empty.
+        bar = self.style().pixelMetric(
+            QStyle.PixelMetric.PM_ScrollBarExtent, None, self.verticalScrollBar()
+        )
+        width = self.maximumViewportSize().width() - bar - 2
         columns = max(1, width // CELL.width())
         self.setGridSize(QSize(max(CELL.width(), width // columns), CELL.height()))
         super().resizeEvent(event)
@@ -396,7 +402,8 @@ class SearchView(QWidget):
         self.grid.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.grid.setModel(self.results)
         self.grid.setItemDelegate(ThumbnailDelegate(self.grid))
-        self.grid.doubleClicked.connect(lambda index: self.open_hit(index.row()))
+        # Enter, or a double-click (a single click where the desktop opens on one).
+        self.grid.activated.connect(lambda index: self.open_hit(index.row()))
         self.grid.customContextMenuRequested.connect(self._on_grid_context_menu)
         self.stack.addWidget(self.grid)
         layout.addWidget(self.stack, 1)
@@ -708,6 +715,7 @@ class SearchView(QWidget):
         menu = QMenu(self)
         menu.addAction("Open", lambda: self.open_hit(row))
         menu.addAction("Show in folder", lambda: self.reveal_hit(row))
+        menu.addAction("Copy path", lambda: QApplication.clipboard().setText(hit.path))
         menu.addAction("Find similar images", lambda: self.find_similar(hit.path))
         menu.addSeparator()
         menu.addAction("Chat about this image", lambda: self.chat_about_image.emit(hit.path))

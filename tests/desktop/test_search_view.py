@@ -98,10 +98,21 @@ def test_index_a_folder_query_and_browse_a_lazily_filled_grid(
     assert {
         "Open",
         "Show in folder",
+        "Copy path",
         "Find similar images",
         "Chat about this image",
         "Extract from this image",
     } <= set(actions)
+    actions["Copy path"].trigger()
+    assert QApplication.clipboard().text() == hit.path
+    opened: list[int] = []
+    view.open_hit = opened.append  # type: ignore[method-assign]
+    view.grid.setCurrentIndex(top)
+    qtbot.keyClick(view.grid, Qt.Key.Key_Return)  # the keyboard opens a result too
+    assert opened == [0]
+    # Every row is full: the cells share the width the layout gives them, none left empty.
+    columns = len({view.grid.visualRect(view.results.index(i)).x() for i in range(60)})
+    assert view.grid.viewport().width() - columns * view.grid.gridSize().width() < 30
     with qtbot.waitSignal(view.chat_about_image) as chat:
         actions["Chat about this image"].trigger()
     assert chat.args == [hit.path]
