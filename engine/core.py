@@ -114,6 +114,27 @@ class Job:
 Handler = Callable[[Job, Any, Any], "dict[str, Any] | tuple[p.FinishReason, dict[str, Any]] | None"]
 
 
+_import_lock = threading.Lock()
+_imported = threading.Event()
+
+
+def import_transformers() -> None:
+    """Import transformers and its auto classes once, on one thread at a time.
+
+    Its lazy module is not safe to import from two threads at once: two jobs started together in
+    a fresh engine (a model list and a memory plan, say) could fail with "cannot import name
+    'AutoConfig'". The first job pays the import; the others wait for it."""
+    if _imported.is_set():
+        return
+    with _import_lock:
+        if not _imported.is_set():
+            import transformers
+
+            for name in ("AutoConfig", "AutoModel", "AutoProcessor", "AutoModelForImageTextToText"):
+                getattr(transformers, name)
+            _imported.set()
+
+
 class Core:
     """Owns the job table and the runtime (resident model). Thread-safe entry point: ``handle``."""
 
@@ -230,10 +251,14 @@ class Core:
             self._jobs.pop(job.id, None)
 
     def _run(self, job: Job, command: Any, handler: Handler) -> None:
+        from engine.capabilities import needs_transformers
+
         if job.cancelled:
             job.finish("cancelled")
             return
         try:
+            if needs_transformers(command):
+                import_transformers()
             outcome = handler(job, command, self.runtime)
         except BaseException as exc:
             error = classify(exc)

@@ -18,6 +18,8 @@ from engine import protocol as p
 
 HANDLERS: dict[type, Callable[..., Any]] = {}
 IO_LANE: set[type] = set()
+# Jobs that never use transformers; every other job has it imported first (``needs_transformers``).
+WITHOUT_TRANSFORMERS: set[type] = set()
 
 
 def register(command_type: type, handler: Callable[..., Any]) -> None:
@@ -38,6 +40,14 @@ def beside_the_model(command: Any) -> bool:
         # Only the cloud or a remote server answers: a local generation need not finish first.
         return plan.first.provider != "local" and plan.fallback is None
     return False
+
+
+def needs_transformers(command: Any) -> bool:
+    """Whether a job may use transformers, whose first import must not run on two threads at
+    once (its lazy module then fails with "cannot import name 'AutoConfig'")."""
+    if type(command) in WITHOUT_TRANSFORMERS:
+        return False
+    return not (isinstance(command, p.Chat) and beside_the_model(command))  # cloud only
 
 
 def _register_builtin() -> None:
@@ -85,6 +95,23 @@ def _register_builtin() -> None:
             p.search.SearchQuery,
             p.search.SearchStatus,
             p.search.GetThumbnails,
+        }
+    )
+    WITHOUT_TRANSFORMERS.update(
+        {
+            p.cloud.TestConnection,
+            p.cloud.ListProviderModels,
+            p.extract.InspectDocument,
+            p.extract.RenderPages,
+            p.extract.ListSchemas,
+            p.extract.CheckSchema,
+            p.extract.ExportResults,
+            p.search.SearchStatus,
+            p.search.GetThumbnails,
+            p.finetune.ListFinetuneRuns,
+            p.finetune.PauseFinetune,
+            p.finetune.StopFinetune,
+            p.finetune.InspectDataset,
         }
     )
 

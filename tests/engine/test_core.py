@@ -6,9 +6,11 @@ import threading
 import time
 from collections import Counter
 
+import pytest
+
 from engine import protocol as p
 from engine.backends.base import GenerationResult
-from engine.core import Core
+from engine.core import Core, import_transformers
 from engine.errors import BadInput
 from engine.runtime import Runtime
 
@@ -72,6 +74,12 @@ class Recorder:
                 return self.finished()[job_id]
             time.sleep(0.005)
         raise AssertionError(f"job {job_id} never finished")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _transformers_imported() -> None:
+    """A local job imports transformers first; done here, it is not timed with the jobs."""
+    import_transformers()
 
 
 def chat(job_id: str, text: str = "hi", max_new_tokens: int = 1000) -> p.Chat:
@@ -240,3 +248,29 @@ def test_fast_text_is_sent_in_fewer_deltas_that_add_up_before_the_end() -> None:
     kinds = [type(event).__name__ for event in events]
     assert kinds.index("PartialResult") > kinds.index("Delta")  # order kept around other events
     assert kinds[-1] == "Finished" and kinds[-2] == "Delta"
+
+
+def test_jobs_started_together_in_a_fresh_engine_share_the_first_import_of_transformers(
+    tiny_model,
+) -> None:
+    from engine.protocol import models as pm
+    from tests.engine.harness import EngineHarness
+
+    model = str(tiny_model("llava"))
+    engine = EngineHarness()  # a new process: nothing imported yet
+    try:
+        jobs = [
+            pm.ListInstalled(job_id="list-1", folders=[model]),
+            pm.PlanMemory(job_id="plan", model=model, device="cpu"),
+            pm.ListInstalled(job_id="list-2", folders=[model]),
+        ]
+        for job in jobs:  # sent at once, as a window does when the engine says Welcome
+            engine.send(job)
+        finished: dict[str, p.Finished] = {}
+        while len(finished) < len(jobs):
+            event = engine.next_event(timeout=120)
+            if isinstance(event, p.Finished):
+                finished[event.job_id] = event
+        assert all(f.reason == "done" for f in finished.values()), finished
+    finally:
+        engine.close()
