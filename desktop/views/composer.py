@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QEvent, QMimeData, Qt, Signal
-from PySide6.QtGui import QImage, QKeyEvent
+from PySide6.QtGui import QImage, QKeyEvent, QResizeEvent
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -42,8 +42,32 @@ class ComposerEdit(QPlainTextEdit):
         self.setObjectName("composerEdit")
         self.setTabChangesFocus(True)
         self.setFrameShape(QFrame.Shape.NoFrame)
+        self._placeholders: tuple[str, ...] = ()
         self.document().contentsChanged.connect(self._fit_height)
         self._fit_height()
+
+    def set_placeholders(self, *texts: str) -> None:
+        """Show the first of ``texts`` (longest first) that fits on the one line the empty box
+        has; the last, shortened, when none does. A wrapped placeholder would be cut in half."""
+        self._placeholders = texts
+        self._fit_placeholder()
+
+    def _fit_placeholder(self) -> None:
+        if not self._placeholders:
+            return
+        metrics = self.fontMetrics()
+        # The cursor's width and a little room, as the placeholder wraps a few pixels early.
+        room = self.viewport().width() - int(self.document().documentMargin() * 2) - 6
+        fitting = [text for text in self._placeholders if metrics.horizontalAdvance(text) <= room]
+        text = fitting[0] if fitting else self._placeholders[-1]
+        if not fitting:
+            text = metrics.elidedText(text, Qt.TextElideMode.ElideRight, max(room, 0))
+        if text != self.placeholderText():
+            self.setPlaceholderText(text)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._fit_placeholder()
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
         key, modifiers = event.key(), event.modifiers()
@@ -81,6 +105,7 @@ class ComposerEdit(QPlainTextEdit):
         super().changeEvent(event)
         if event.type() in (QEvent.Type.FontChange, QEvent.Type.StyleChange):
             self._fit_height()  # the theme's font arrives after construction
+            self._fit_placeholder()
 
     def _fit_height(self) -> None:
         lines = max(1, min(_MAX_LINES, int(self.document().size().height())))
@@ -122,14 +147,17 @@ class Composer(QFrame):
         self.attach_button = QToolButton()
         self.attach_button.setObjectName("attachButton")
         self.attach_button.setText("+")
+        self.attach_button.setAccessibleName("Attach images")  # read aloud instead of "+"
         self.attach_button.setToolTip("Attach images (Ctrl+O). You can also drop or paste them.")
         self.attach_button.setCursor(Qt.CursorShape.PointingHandCursor)
         self.attach_button.clicked.connect(self.attach_requested)
         row.addWidget(self.attach_button, 0, Qt.AlignmentFlag.AlignBottom)
         self.edit = ComposerEdit()
-        self.edit.setPlaceholderText(
-            "Ask about an image…  (Enter to send, Shift+Enter for a new line)"
+        self.edit.set_placeholders(
+            "Ask about an image…  (Enter to send, Shift+Enter for a new line)",
+            "Ask about an image…",
         )
+        self.edit.setToolTip("Enter sends, Shift+Enter starts a new line, Esc stops an answer.")
         self.edit.submitted.connect(self._on_edit_submitted)
         self.edit.escape_pressed.connect(self.stop_requested)
         row.addWidget(self.edit, 1)

@@ -6,7 +6,7 @@ import html
 import math
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer, QUrl, Signal, Slot
+from PySide6.QtCore import QEvent, Qt, QTimer, QUrl, Signal, Slot
 from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import (
     QFrame,
@@ -40,15 +40,36 @@ class RichText(QTextBrowser):
         self.document().setDocumentMargin(0)
         self.viewport().setAutoFillBackground(False)
         self.setContextMenuPolicy(Qt.ContextMenuPolicy.DefaultContextMenu)
+        self._fitted: tuple[int, bool, int] | None = None  # (max_width, shrink, width) laid out
+        self.document().contentsChanged.connect(self._on_document_contents_changed)
 
     def fit(self, max_width: int, shrink: bool) -> int:
-        """Lay out for ``max_width``; with ``shrink``, as narrow as the text allows. Returns width."""
+        """Lay out for ``max_width``; with ``shrink``, as narrow as the text allows. Returns width.
+
+        Laying out a long answer is the costly part of showing it, so the same width for the
+        same text is not laid out again.
+        """
+        if self._fitted is not None and self._fitted[:2] == (max_width, shrink):
+            return self._fitted[2]
         document = self.document()
         document.setTextWidth(max_width)
-        width = min(max_width, math.ceil(document.idealWidth()) + 2) if shrink else max_width
-        document.setTextWidth(width)
+        width = max_width
+        if shrink:
+            width = min(max_width, math.ceil(document.idealWidth()) + 2)
+            if width != max_width:
+                document.setTextWidth(width)
         self.setFixedSize(max(width, 1), max(1, math.ceil(document.size().height())))
+        self._fitted = (max_width, shrink, width)
         return width
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() in (QEvent.Type.FontChange, QEvent.Type.StyleChange):
+            self._fitted = None  # the same width may now need another height
+
+    @Slot()
+    def _on_document_contents_changed(self) -> None:
+        self._fitted = None
 
 
 class MessageCard(QFrame):
@@ -58,14 +79,19 @@ class MessageCard(QFrame):
     edit_clicked = Signal(str)  # message id (a user message)
     regenerate_clicked = Signal(str)  # message id (the last answer)
 
-    def __init__(self, message: Message, parent: QWidget | None = None) -> None:
+    def __init__(
+        self, message: Message, parent: QWidget | None = None, *, width: int = 600
+    ) -> None:
+        """``width`` is the message list's: the card is laid out for it once, when built."""
         super().__init__(parent)
         self.message = message
         self.is_user = message.role == "user"
         self.setObjectName("userBubble" if self.is_user else "answerCard")
-        self._available_width = 600
+        self._available_width = width
         self._activity = ""
         self.is_last = False  # the conversation's last message: only its answer regenerates
+        # How the message list places it: the user's own messages sit on the right.
+        self.alignment = Qt.AlignmentFlag.AlignRight if self.is_user else Qt.AlignmentFlag(0)
         layout = self._layout = QVBoxLayout(self)
         layout.setContentsMargins(14, 10, 14, 10)
         layout.setSpacing(6)
@@ -206,14 +232,13 @@ class MessageCard(QFrame):
         self.edit_button.setVisible(False)
         parts = provenance_parts(message)
         self.provenance.setText(" · ".join(parts))
-        self.copy_button.setVisible(bool(message.text) and ended)
+        copy = bool(message.text) and ended
         # A failed answer has its own Retry; an ended one can be asked for again.
-        self.regenerate_button.setVisible(
-            self.is_last and ended and message.status not in MessageStatus.RETRYABLE
-        )
-        self.footer.setVisible(
-            bool(parts) or self.copy_button.isVisible() or self.regenerate_button.isVisible()
-        )
+        regenerate = self.is_last and ended and message.status not in MessageStatus.RETRYABLE
+        self.copy_button.setVisible(copy)
+        self.regenerate_button.setVisible(regenerate)
+        # From the flags, not isVisible(): a card not on screen yet has no visible buttons.
+        self.footer.setVisible(bool(parts) or copy or regenerate)
 
     def fit(self, available_width: int) -> None:
         """Size to the message list's width: answers use it all, user bubbles up to 75%."""
