@@ -152,8 +152,10 @@ def run_download(args: argparse.Namespace) -> int:
     def show(event: p.Event) -> None:
         if args.json:
             print(json.dumps(p.to_builtins(event), ensure_ascii=False), flush=True)
+        elif isinstance(event, p.PartialResult) and event.data.get("notice"):
+            reporter.note(str(event.data["notice"]))  # e.g. a token the Hub rejected
         elif isinstance(event, p.Progress):
-            reporter.show(event.message)
+            reporter.show(event.message, transient=event.total is None)
 
     finished = run_one_job(command, show, cancel_hint="run the same command again to resume")
     reporter.done()
@@ -317,7 +319,8 @@ def _failed(finished: p.Finished | None) -> int:
     if finished is None:
         return exit_codes.FAILED
     print(f"visiondesk: error: {finished.message or finished.reason}", file=sys.stderr)
-    if finished.error_code == pm.ModelsErrorCode.GATED:
+    # Access to a model: its licence, or the token that is sent for it.
+    if finished.error_code in (pm.ModelsErrorCode.GATED, pm.ModelsErrorCode.TOKEN_REJECTED):
         return exit_codes.MODEL_PROBLEM
     return exit_codes.for_error(finished.error_code)
 
@@ -343,20 +346,34 @@ class _ProgressLine:
 
     def __init__(self) -> None:
         self._tty = sys.stderr.isatty()
-        self._last = 0.0
+        # In a log, the first line 2 s into the job: a quick one, or a quick refusal, prints none.
+        self._last: float | None = None
         self._shown = False
+        self._transient = False
 
-    def show(self, text: str) -> None:
+    def show(self, text: str, transient: bool = False) -> None:
+        """``transient``: a state (contacting the Hub) worth seeing on a terminal while it
+        lasts, not worth a line in a log."""
         now = time.monotonic()
         if self._tty:
             sys.stderr.write(f"\r\033[K{text}")
             sys.stderr.flush()
-            self._shown = True
-        elif now - self._last >= 2.0:
+            self._shown, self._transient = True, transient
+        elif self._last is None:
+            self._last = now
+        elif not transient and now - self._last >= 2.0:
             self._last = now
             print(f"visiondesk: {text}", file=sys.stderr)
 
+    def note(self, text: str) -> None:
+        """A line of its own that stays, between progress updates."""
+        if self._shown:
+            sys.stderr.write("\r\033[K")
+            self._shown = False
+        print(f"visiondesk: note: {text}", file=sys.stderr)
+
     def done(self) -> None:
         if self._shown:
-            sys.stderr.write("\n")
+            sys.stderr.write("\r\033[K" if self._transient else "\n")
+            sys.stderr.flush()
             self._shown = False

@@ -23,6 +23,8 @@ from engine.protocol import models as pm
 
 log = logging.getLogger("visiondesk.models")
 
+CANCELLING = "Cancelling…"
+
 
 class EngineLike(Protocol):
     event_received: Any  # a Qt signal carrying protocol events
@@ -40,6 +42,8 @@ class DownloadState:
     rate_bps: float = 0.0
     eta_s: float | None = None
     message: str = ""
+    error_code: str | None = None  # why it failed (an ErrorCode or ModelsErrorCode)
+    notice: str = ""  # something to know although it goes on (a token that was rejected)
 
     @property
     def fraction(self) -> float:
@@ -75,15 +79,19 @@ class ModelJobs(QObject):
         self.installed: list[pm.InstalledModel] = []
         self.downloads: dict[str, DownloadState] = {}
         self._jobs: dict[str, tuple[str, str]] = {}  # job id -> (kind, model or repo id)
+        self.listed = False  # the installed list was asked for at least once
+        self.answering: str | None = None  # the resident model, while it answers
         engine.event_received.connect(self._on_engine_event)
 
     # --- commands ------------------------------------------------------------------------
 
     def refresh_installed(self) -> None:
+        self.listed = True
         folders = list(self._folders())
         if self.managed_root.is_dir():
             folders += [str(c) for c in sorted(self.managed_root.iterdir()) if c.is_dir()]
-        folders = [f for f in folders if not Path(f).name.startswith(".")]
+        # Hidden: an import in progress. A folder added twice (picker and import) is listed once.
+        folders = list(dict.fromkeys(f for f in folders if not Path(f).name.startswith(".")))
         self._send(
             "list", "", pm.ListInstalled(job_id="", folders=folders, cache_dir=self.cache_dir)
         )
@@ -112,12 +120,24 @@ class ModelJobs(QObject):
         )
         job_id = self._send("download", repo_id, command)
         previous = current or DownloadState(repo_id, job_id, "running")
-        self._update(replace(previous, job_id=job_id, status="running", message="Starting…"))
+        self._update(
+            replace(
+                previous,
+                job_id=job_id,
+                status="running",
+                message="Contacting the Hub…",
+                error_code=None,
+                notice="",
+            )
+        )
 
     def cancel_download(self, repo_id: str) -> None:
         state = self.downloads.get(repo_id)
         if state is not None and state.status == "running":
+            # Not EngineClient.cancel: its grace period ends in killing the engine, and with it
+            # any answer being written, for a download that is merely slow to stop.
             self._engine.send(p.Cancel(job_id=state.job_id))
+            self._update(replace(state, message=CANCELLING))
 
     def import_folder(self, source: str, name: str | None = None) -> None:
         command = pm.ImportFolder(
@@ -142,20 +162,39 @@ class ModelJobs(QObject):
 
     @Slot(object)
     def _on_engine_event(self, event: p.Event) -> None:
+        if isinstance(event, p.EngineStatus):
+            loaded = event.loaded
+            self.answering = loaded.model if event.state == "busy" and loaded else None
         if isinstance(event, (p.EngineStatus, p.Welcome)) and event.devices:
             self.devices = list(event.devices)
             self.devices_changed.emit(self.devices)
+            if not self.listed:  # the engine is ready: list what is installed
+                self.refresh_installed()
             return
         job = self._jobs.get(getattr(event, "job_id", ""))
         if job is None:
             return
         kind, key = job
         if kind == "download" and isinstance(event, p.PartialResult):
+            if event.data.get("notice"):
+                self._on_download_notice(key, str(event.data["notice"]))
             self._on_download_progress(key, event.data.get("download", {}))
+        elif kind == "download" and isinstance(event, p.Progress) and event.total is None:
+            self._on_download_status(key, event.message)  # before the first byte
         elif isinstance(event, p.Finished):
             del self._jobs[event.job_id]
             handler = getattr(self, f"_finished_{kind}")
             handler(key, event)
+
+    def _on_download_status(self, repo_id: str, message: str) -> None:
+        state = self.downloads.get(repo_id)
+        if state is not None and message and state.message != CANCELLING:
+            self._update(replace(state, message=message))
+
+    def _on_download_notice(self, repo_id: str, notice: str) -> None:
+        state = self.downloads.get(repo_id)
+        if state is not None:
+            self._update(replace(state, notice=notice))
 
     def _on_download_progress(self, repo_id: str, data: dict[str, Any]) -> None:
         state = self.downloads.get(repo_id)
@@ -201,7 +240,8 @@ class ModelJobs(QObject):
         elif event.reason == "cancelled":
             self._update(replace(state, status="paused", message="Paused: resume to continue"))
         else:
-            self._update(replace(state, status="failed", message=event.message))
+            code = event.error_code
+            self._update(replace(state, status="failed", message=event.message, error_code=code))
 
     def _finished_import(self, source: str, event: p.Finished) -> None:
         if event.reason == "done" and event.result is not None:

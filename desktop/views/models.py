@@ -12,10 +12,11 @@ import re
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, Signal, Slot
-from PySide6.QtGui import QColor
+from PySide6.QtGui import QColor, QShowEvent
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
+    QFrame,
     QHBoxLayout,
     QHeaderView,
     QInputDialog,
@@ -24,6 +25,8 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QScrollArea,
+    QSplitter,
     QTabWidget,
     QTreeWidget,
     QTreeWidgetItem,
@@ -33,6 +36,7 @@ from PySide6.QtWidgets import (
 
 from desktop import catalogue as cat
 from desktop.consent import ConsentStore, ask_consent
+from desktop.state.model_catalog import ModelCatalog
 from desktop.views.model_jobs import DownloadState, EngineLike, ModelJobs
 from desktop.views.model_picker import quant_words
 from engine import protocol as p
@@ -50,6 +54,15 @@ GROUPS = [
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 VERDICT_COLORS = {"fits": "#15803d", "tight": "#b45309", "does_not_fit": "#b91c1c"}
 ROLE = Qt.ItemDataRole.UserRole
+# Failures a new token can mend: the download row offers to enter one.
+TOKEN_ERRORS = (pm.ModelsErrorCode.GATED, pm.ModelsErrorCode.TOKEN_REJECTED)
+# Failures after which nothing is left to resume: the row says "Try again", not "Resume".
+FRESH_START_ERRORS = (
+    p.ErrorCode.MODEL_NOT_FOUND,
+    p.ErrorCode.UNSUPPORTED,
+    p.ErrorCode.BAD_INPUT,
+    pm.ModelsErrorCode.NOT_ENOUGH_DISK,
+)
 
 
 class ModelsView(QWidget):
@@ -73,11 +86,14 @@ class ModelsView(QWidget):
 
         self.catalogue = catalogue or cat.load_catalogue()
         self.consent = consent or ConsentStore(settings)
+        # The folders added with the model picker's "Add model folder…" are listed too.
+        picker = ModelCatalog(settings, parent=self)
         self.jobs = ModelJobs(
             engine,
             managed_root=managed_root or data_dir() / "models",
             cache_dir=cache_dir,
             endpoint=endpoint,
+            folders=lambda: [e.model for e in picker.entries() if e.source == "folder"],
             parent=self,
         )
         self.plans: dict[str, pm.MemoryPlan] = {}
@@ -126,6 +142,22 @@ class ModelsView(QWidget):
         self.details = QLabel("Choose a model to see what it needs.")
         self.details.setWordWrap(True)
         self.details.setTextFormat(Qt.TextFormat.RichText)
+        self.details.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        # A plan with advice is taller than a small window has room for: it scrolls, and the
+        # splitter lets the user give it more room, rather than the window growing off screen.
+        self.details_scroll = QScrollArea()
+        self.details_scroll.setWidget(self.details)
+        self.details_scroll.setWidgetResizable(True)
+        self.details_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.details_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        # The page's own colour shows through (setWidget turns the label's filling on).
+        self.details_scroll.viewport().setAutoFillBackground(False)
+        self.details.setAutoFillBackground(False)
+        self.catalogue_split = QSplitter(Qt.Orientation.Vertical)
+        self.catalogue_split.setChildrenCollapsible(False)
+        self.catalogue_split.addWidget(self.catalogue_tree)
+        self.catalogue_split.addWidget(self.details_scroll)
+        self.catalogue_split.setSizes([1, 1])  # half each (scaled), until the user drags it
         self.check_button = QPushButton("Check fit")
         self.download_button = QPushButton("Download")
         self.check_button.clicked.connect(self._on_check_clicked)
@@ -138,8 +170,7 @@ class ModelsView(QWidget):
         top.addWidget(self.group_combo)
         top.addWidget(self.find_edit, 1)
         layout.addLayout(top)
-        layout.addWidget(self.catalogue_tree, 1)
-        layout.addWidget(self.details)
+        layout.addWidget(self.catalogue_split, 1)
         layout.addLayout(buttons)
         return page
 
@@ -178,12 +209,26 @@ class ModelsView(QWidget):
         self.no_downloads = QLabel("No downloads yet.")
         self.downloads_layout.addWidget(self.no_downloads)
         self.downloads_layout.addStretch(1)
-        return page
+        # Rows scroll: several of them, each with a sentence, never squash or grow the window.
+        scroll = QScrollArea()
+        scroll.setWidget(page)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.viewport().setAutoFillBackground(False)
+        page.setAutoFillBackground(False)
+        return scroll
 
     # --- public ------------------------------------------------------------------------------
 
     def refresh(self) -> None:
         self.jobs.refresh_installed()
+
+    def showEvent(self, event: QShowEvent) -> None:
+        """The installed list, if the engine's start has not brought it yet."""
+        super().showEvent(event)
+        if not self.jobs.listed:
+            self.refresh()
 
     @Slot(list)
     def set_devices(self, devices: list[p.DeviceInfo]) -> None:
@@ -423,6 +468,12 @@ class ModelsView(QWidget):
         model = self._current_installed()
         if model is None:
             return
+        if self.jobs.answering == model.model:  # the engine refuses too: say why at once
+            self.status_label.setText(
+                f"{model.model} is answering right now: stop the answer (or wait for it to end), "
+                "then delete the model."
+            )
+            return
         if confirm:
             answer = QMessageBox.question(
                 self, "Delete model", f"Delete {model.model} ({pm.format_bytes(model.size_bytes)})?"
@@ -446,6 +497,10 @@ class ModelsView(QWidget):
 
     @Slot()
     def _on_token_clicked(self) -> None:
+        self.ask_hub_token()
+
+    def ask_hub_token(self) -> bool:
+        """The token dialog; True when a token was saved (or removed) in the keyring."""
         token, ok = QInputDialog.getText(
             self,
             "Hugging Face token",
@@ -453,8 +508,13 @@ class ModelsView(QWidget):
             "Hub. It is kept in the system keyring. Leave empty to remove it.",
             QLineEdit.EchoMode.Password,
         )
-        if ok:
-            self.set_hub_token(token.strip())
+        return ok and self.set_hub_token(token.strip())
+
+    @Slot(str)
+    def _on_row_token_requested(self, repo_id: str) -> None:
+        """A gated repo, or a rejected token: ask for one, then try the download again."""
+        if self.ask_hub_token():
+            self.jobs.download(repo_id)
 
     def set_hub_token(self, token: str) -> bool:
         """Keep (or, when empty, forget) the Hub token in the OS keyring, where the engine reads
@@ -500,6 +560,7 @@ class ModelsView(QWidget):
             row = _DownloadRow(state.repo_id)
             row.cancel_requested.connect(self.jobs.cancel_download)
             row.resume_requested.connect(self.jobs.download)
+            row.token_requested.connect(self._on_row_token_requested)
             self._download_rows[state.repo_id] = row
             self.downloads_layout.insertWidget(self.downloads_layout.count() - 1, row)
             self.no_downloads.hide()
@@ -510,10 +571,11 @@ class ModelsView(QWidget):
 
 
 class _DownloadRow(QWidget):
-    """One download: name, progress bar, what is happening, and cancel or resume."""
+    """One download: name, progress bar, what is happening, and what can be done next."""
 
     cancel_requested = Signal(str)
-    resume_requested = Signal(str)
+    resume_requested = Signal(str)  # resume, or try again: the same download command
+    token_requested = Signal(str)
 
     def __init__(self, repo_id: str) -> None:
         super().__init__()
@@ -532,20 +594,39 @@ class _DownloadRow(QWidget):
         layout.addWidget(self.bar)
         layout.addWidget(self.text)
         self.status = ""
+        self.action = "Cancel"
 
     def show_state(self, state: DownloadState) -> None:
         self.status = state.status
+        self.action = _next_action(state)
         self.bar.setValue(1000 if state.status == "done" else int(state.fraction * 1000))
-        self.text.setText(state.message)
-        self.button.setVisible(state.status != "done")
-        self.button.setText("Cancel" if state.status == "running" else "Resume")
+        self.text.setText("\n".join(line for line in (state.message, state.notice) if line))
+        self.button.setVisible(self.action != "")
+        self.button.setText(self.action)
 
     @Slot()
     def _on_button_clicked(self) -> None:
-        if self.status == "running":
+        if self.action == "Cancel":
             self.cancel_requested.emit(self.repo_id)
+        elif self.action == "Enter token…":
+            self.token_requested.emit(self.repo_id)
         else:
             self.resume_requested.emit(self.repo_id)
+
+
+def _next_action(state: DownloadState) -> str:
+    """The row's button: Cancel while it runs; after a failure, what can mend it."""
+    if state.status == "running":
+        return "Cancel"
+    if state.status == "paused":
+        return "Resume"
+    if state.status != "failed":
+        return ""
+    if state.error_code in TOKEN_ERRORS:
+        return "Enter token…"
+    if state.error_code in FRESH_START_ERRORS or state.bytes_done <= 0:
+        return "Try again"  # nothing of it was fetched, or nothing worth keeping
+    return "Resume"
 
 
 def _show_fit(item: QTreeWidgetItem, verdict: str, text: str) -> None:

@@ -35,13 +35,19 @@ def register_models_manager(register: Register) -> None:
     register(pm.Embed, run_embed)
 
 
-def run_plan(job: Job, command: pm.PlanMemory, runtime: Runtime) -> dict[str, Any]:
+def run_plan(
+    job: Job, command: pm.PlanMemory, runtime: Runtime
+) -> dict[str, Any] | tuple[p.FinishReason, dict[str, Any]]:
+    from engine.models.download import Cancelled
     from engine.models.planner import plan_memory
 
     if command.images < 0 or command.context_tokens < 0:
         raise BadInput("The number of images and the context must not be negative.")
     job.progress("planning", message=f"Planning {command.model}")
-    plan = plan_memory(command, runtime.devices())
+    try:
+        plan = plan_memory(command, runtime.devices(), lambda: job.cancelled)
+    except Cancelled:  # while its config files were being fetched
+        return "cancelled", {"model": command.model}
     return {"plan": msgspec.to_builtins(plan)}
 
 
@@ -54,8 +60,14 @@ def run_download(
         job.progress("download", data["bytes_done"], data["bytes_total"], describe_progress(data))
         job.partial({"download": data})
 
+    def say(message: str) -> None:  # what happens before the first byte
+        job.progress("download", message=message)
+
+    def warn(message: str) -> None:  # worth knowing, though the download goes on
+        job.partial({"notice": message})
+
     try:
-        return download(command, emit, lambda: job.cancelled)
+        return download(command, emit, lambda: job.cancelled, say, warn)
     except Cancelled:
         # Finished files stay in the cache: the same command later fetches only the rest.
         return "cancelled", {"repo_id": command.repo_id, "resumable": True}
@@ -85,7 +97,9 @@ def run_delete(job: Job, command: pm.DeleteModel, runtime: Runtime) -> dict[str,
                 f"{command.model} is being trained on (the run in {run.run_dir}); stop that run "
                 "on the Fine-tune page, then delete the model."
             )
-    # Nor from under the resident model: it is unloaded first.
+    # Nor from under the resident model: it is unloaded first, but never while it answers (its
+    # weights would go from under the generation) or while a model loads (it may be this one).
+    _refuse_while_in_use(runtime, command.model)
     spec = getattr(runtime, "spec", None)
     if spec is not None and _same_model(spec.model, command.model):
         runtime.unload()
@@ -145,6 +159,21 @@ def run_embed(
         "image_embeddings": images,
         "text_embeddings": texts,
     }
+
+
+def _refuse_while_in_use(runtime: Runtime, model: str) -> None:
+    state = runtime.status([]).state
+    spec = runtime.spec
+    if state == "loading":
+        raise BadInput(
+            f"A model is loading right now, and it may be {model}: wait for it to load, "
+            "then delete the model."
+        )
+    if state == "busy" and spec is not None and _same_model(spec.model, model):
+        raise BadInput(
+            f"{model} is answering right now (a chat answer or a document being read): stop it "
+            "first, or wait for it to end, then delete the model."
+        )
 
 
 def _same_model(resident: str, requested: str) -> bool:

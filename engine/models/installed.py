@@ -71,6 +71,20 @@ def describe_folder(
     )
 
 
+def check_usable(name: str, config: dict[str, Any], consequence: str) -> str:
+    """The model's kind ("vlm" or "embedding"); ``Unsupported`` for a model VisionDesk would
+    neither list nor run (a text-only one, say), ending with ``consequence``."""
+    model_type = str(config.get("model_type", ""))
+    kind = model_kind(model_type, config)
+    if kind is None:
+        what = f"is a '{model_type}' model" if model_type else "names no model_type in its config"
+        raise Unsupported(
+            f"{name} {what}, not an image-text-to-text or CLIP/SigLIP model, so VisionDesk "
+            f"cannot use it; {consequence}."
+        )
+    return str(kind)
+
+
 def model_kind(model_type: str, config: dict[str, Any]) -> Any:
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
@@ -228,11 +242,7 @@ def import_folder(
     src = Path(source).expanduser().resolve()
     resolved = resolve_model(str(src))  # a folder with a readable config.json, or ModelNotFound
     # A model the app cannot run would be copied, then never listed (describe_folder skips it).
-    if model_kind(resolved.model_type, resolved.config) is None:
-        raise Unsupported(
-            f"{src} is a '{resolved.model_type}' model, not an image-text-to-text or CLIP/SigLIP "
-            "model, so VisionDesk cannot use it."
-        )
+    check_usable(str(src), resolved.config, "it was not imported")
     root = Path(destination_root).expanduser().resolve()
     target = root / (name or src.name)
     if target.exists():

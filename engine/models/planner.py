@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -113,9 +114,15 @@ class Target:
 # --- public -------------------------------------------------------------------------------------
 
 
-def plan_memory(command: PlanMemory, devices: list[DeviceInfo]) -> MemoryPlan:
-    """Plan ``command.model`` on the detected device (or ``command.vram_bytes``)."""
-    resolved = _resolve(command)
+def plan_memory(
+    command: PlanMemory,
+    devices: list[DeviceInfo],
+    cancelled: Callable[[], bool] = lambda: False,
+) -> MemoryPlan:
+    """Plan ``command.model`` on the detected device (or ``command.vram_bytes``).
+
+    ``cancelled`` is heard while config files are fetched from the Hub (``Cancelled``)."""
+    resolved = _resolve(command, cancelled)
     check_remote_code(resolved, command.trust_remote_code)
     config = _load_config(resolved, command.trust_remote_code)
     target = _target(command, devices)
@@ -162,7 +169,7 @@ def build_skeleton(
 # --- resolution ---------------------------------------------------------------------------------
 
 
-def _resolve(command: PlanMemory) -> ResolvedModel:
+def _resolve(command: PlanMemory, cancelled: Callable[[], bool]) -> ResolvedModel:
     try:
         return resolve_model(command.model)
     except ModelNotFound:
@@ -170,7 +177,8 @@ def _resolve(command: PlanMemory) -> ResolvedModel:
             raise
     from engine.models.download import fetch_small_files
 
-    path = fetch_small_files(command.model, endpoint=command.endpoint)
+    # Bounded and cancellable: a Hub that never answers must not hold the plan for ever.
+    path = fetch_small_files(command.model, endpoint=command.endpoint, cancelled=cancelled)
     return resolve_model(str(path))
 
 

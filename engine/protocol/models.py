@@ -20,6 +20,7 @@ Verdict = Literal["fits", "tight", "does_not_fit", "unknown"]
 TIGHT_SHARE = 0.85
 
 GIB = 1024**3
+MIN_FREE_BYTES = 10**9  # a download leaves at least 1 GB free (decimal, as disks are counted)
 # Where the Hugging Face token lives in the OS keyring: the GUI stores it, the engine reads it.
 HUB_TOKEN_SERVICE = "VisionDesk"
 HUB_TOKEN_USER = "huggingface"
@@ -31,6 +32,8 @@ class ModelsErrorCode:
     GATED = "model_gated"  # the repo needs an accepted licence and a Hugging Face token
     NOT_ENOUGH_DISK = "not_enough_disk"
     NETWORK = "network"
+    # The Hub refused the token sent (wrong, expired or revoked): a new one is needed, not a retry.
+    TOKEN_REJECTED = "token_rejected"
 
 
 def fit_verdict(required_bytes: int, available_bytes: int | None) -> Verdict:
@@ -45,18 +48,18 @@ def fit_verdict(required_bytes: int, available_bytes: int | None) -> Verdict:
 
 
 def format_bytes(value: int | None, binary: bool = False) -> str:
-    """Disk and download sizes in decimal units (1.23 GB); memory in binary ones (5.49 GiB),
-    the way GPU memory is counted."""
+    """Disk and download sizes in decimal units (1.23 GB, 50.00 TB); memory in binary ones
+    (5.49 GiB), the way GPU memory is counted."""
     if value is None:
         return "unknown"
     units = (
-        (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
+        (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
         if binary
-        else (("GB", 1e9), ("MB", 1e6), ("kB", 1e3))
+        else (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3))
     )
     for index, (unit, size) in enumerate(units):
         if abs(value) >= size:
-            return f"{value / size:.{2 if index == 0 else 0}f} {unit}"
+            return f"{value / size:.{2 if index <= 1 else 0}f} {unit}"
     return f"{value} B"
 
 
@@ -225,7 +228,7 @@ class DownloadModel(Command, tag="download_model"):
     allow_patterns: list[str] | None = None  # None: weights (safetensors), configs, tokenizer
     cache_dir: str | None = None  # None: huggingface_hub's (HF_HUB_CACHE / HF_HOME)
     endpoint: str | None = None
-    min_free_bytes: int = GIB  # refuse when the download would leave less than this free
+    min_free_bytes: int = MIN_FREE_BYTES  # refuse when the download would leave less free
 
 
 class ListInstalled(Command, tag="list_installed"):

@@ -218,3 +218,41 @@ def test_catalogue_lists_picks_with_a_verdict_for_the_given_gpu(run_cli) -> None
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("24gb:") and "embeddings:" in result.stdout
     assert "Qwen/Qwen2.5-VL-7B-Instruct" in result.stdout and ": fits" in result.stdout
+
+
+def test_downloading_a_model_visiondesk_cannot_use_exits_4_and_keeps_nothing(
+    run_cli, tmp_path
+) -> None:
+    files = {
+        "config.json": json.dumps({"model_type": "gpt2"}).encode(),
+        "model.safetensors": b"\0" * 100_000,
+    }
+    with HubServer({"org/text-only": Repo(files=files)}) as hub:
+        result = run_cli(
+            "models", "download", "org/text-only", "--cache-dir", str(tmp_path / "hub"),
+            "--endpoint", hub.endpoint,
+        )  # fmt: skip
+        assert hub.gets("model.safetensors") == []
+    assert result.returncode == 4, result.stderr
+    assert "is a 'gpt2' model, not an image-text-to-text" in one_error_line(result.stderr)
+    assert not list((tmp_path / "hub").glob("models--*"))
+
+
+@pytest.fixture
+def revoked_token(monkeypatch) -> None:
+    """HF_TOKEN set to a token the Hub no longer accepts (before run_cli copies the env)."""
+    monkeypatch.setenv("HF_TOKEN", "hf_revoked")
+
+
+def test_a_rejected_token_is_one_line_that_names_hf_token(
+    revoked_token, run_cli, tiny_model, tmp_path
+) -> None:
+    repo = Repo(files=Repo.from_folder(tiny_model("llava")).files, token="hf_good")
+    with HubServer({"org/gated": repo}, tokens={"hf_good"}) as hub:
+        result = run_cli(
+            "models", "download", "org/gated", "--cache-dir", str(tmp_path),
+            "--endpoint", hub.endpoint,
+        )  # fmt: skip
+    assert result.returncode == 4, result.stderr
+    line = one_error_line(result.stderr)
+    assert "token in HF_TOKEN was rejected" in line and "unset it" in line

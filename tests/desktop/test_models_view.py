@@ -8,12 +8,13 @@ listing and deletion all run for real.
 from __future__ import annotations
 
 import shutil
+import socket
 import threading
 from collections.abc import Iterator
 
 import pytest
 from PySide6.QtCore import QObject, QTimer, Signal
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QInputDialog
 
 from desktop.cli.engine_process import EngineGone, EngineProcess
 from desktop.consent import (
@@ -113,7 +114,8 @@ def make_view(qtbot, engine, settings, tmp_path, hub=None) -> ModelsView:
         endpoint=hub.endpoint if hub else None,
     )
     qtbot.addWidget(view)
-    view.show()
+    with qtbot.waitSignal(view.jobs.installed_changed, timeout=60_000):
+        view.show()  # shown the first time: the installed list is asked for
     return view
 
 
@@ -401,3 +403,173 @@ def test_the_hub_token_is_kept_in_the_os_keyring_where_downloads_read_it(
     assert "keyring" in view.status_label.text()
     assert view.set_hub_token("")
     assert hub_token() is None
+
+
+# --- start-up, layout, failures and what each offers ---------------------------------------------
+
+
+def test_the_installed_list_comes_with_the_engine_and_includes_added_folders(
+    qtbot, engine, settings, tmp_path, tiny_model
+) -> None:
+    from desktop.state import ModelCatalog
+
+    added = tmp_path / "elsewhere" / "my-llava"  # added with the picker's "Add model folder…"
+    shutil.copytree(tiny_model("llava"), added)
+    ModelCatalog(settings).add_folder(added)
+    view = ModelsView(engine, settings=settings, catalogue=local_catalogue(),
+                      managed_root=tmp_path / "models", cache_dir=str(tmp_path / "hub"))  # fmt: skip
+    qtbot.addWidget(view)  # never shown: the engine's readiness alone brings the list
+    with qtbot.waitSignal(view.jobs.installed_changed, timeout=60_000):
+        engine.send(p.GetStatus())  # what the window's client asks as soon as the engine is ready
+    assert installed_models(view) == [str(added)]
+
+
+def a_plan_with_advice(model: str) -> pm.MemoryPlan:
+    gib = pm.GIB
+    return pm.MemoryPlan(
+        model=model, model_type="llava", quant="none", device="cuda", dtype="bfloat16",
+        image_width=1536, image_height=1536, images=2, context_tokens=8192,
+        params_total=7_000_000_000, params_vision=300_000_000, params_projector=20_000_000,
+        params_language=6_680_000_000, params_quantized=6_500_000_000, weights_bytes=14 * gib,
+        vision_bytes=gib, kv_cache_bytes=4 * gib, image_tokens_per_image=2304,
+        sequence_tokens=12800, cross_attention_tokens=0, activation_bytes=2 * gib,
+        allocated_bytes=20 * gib, overhead_bytes=gib, total_bytes=21 * gib,
+        available_bytes=8 * gib, device_name="RTX test", verdict="does_not_fit",
+        advice=[f"Advice number {n}: a lighter quantisation, fewer images or less context "
+                "would bring the total under the memory of this GPU." for n in range(6)],
+    )  # fmt: skip
+
+
+def test_a_long_plan_scrolls_in_the_page_and_the_window_keeps_its_size(
+    qtbot, engine, settings, tmp_path
+) -> None:
+    view = make_view(qtbot, engine, settings, tmp_path)
+    view.resize(1000, 600)
+    select_catalogue(view, "org/tiny-llava")
+    view.jobs.plan_ready.emit("org/tiny-llava", a_plan_with_advice("org/tiny-llava"))
+    qtbot.waitUntil(lambda: "Advice number 5" in view.details.text())
+    view.resize(1000, 600)  # what the user asked for, again, now the plan is there
+    QApplication.processEvents()
+    assert view.size().height() == 600 and view.minimumSizeHint().height() <= 600
+    assert view.details_scroll.verticalScrollBar().maximum() > 0  # the plan scrolls instead
+    assert view.catalogue_tree.viewport().height() >= 100  # and the list keeps several rows
+
+
+def test_a_gated_download_offers_the_token_dialog_and_then_tries_again(
+    qtbot, engine, settings, tmp_path, tiny_model, monkeypatch
+) -> None:
+    import keyring
+
+    from tests.engine.test_download import _memory_keyring
+
+    _memory_keyring(monkeypatch)
+    files = Repo.from_folder(tiny_model("llava")).files
+    with HubServer({"org/gated": Repo(files=files, token="hf_good")}) as hub:
+        view = make_view(qtbot, engine, settings, tmp_path, hub)
+        view.find_edit.setText("org/gated")
+        view.download_button.click()
+        row = view.download_row("org/gated")
+        assert row is not None
+        qtbot.waitUntil(lambda: row.status == "failed", timeout=60_000)
+        assert row.button.text() == "Enter token…" and "gated" in row.text.text()
+
+        def enter_token() -> None:
+            dialog = QApplication.activeModalWidget()
+            assert isinstance(dialog, QInputDialog)
+            dialog.setTextValue("hf_good")
+            dialog.accept()
+
+        downloads = len([c for c in engine.sent if isinstance(c, pm.DownloadModel)])
+        QTimer.singleShot(0, enter_token)
+        row.button.click()
+        assert keyring.get_password("VisionDesk", "huggingface") == "hf_good"
+        sent = [c for c in engine.sent if isinstance(c, pm.DownloadModel)]
+        assert len(sent) == downloads + 1 and sent[-1].repo_id == "org/gated"
+        assert row.status == "running" and row.button.text() == "Cancel"
+        qtbot.waitUntil(lambda: row.status != "running", timeout=60_000)  # its job has ended
+
+
+def test_a_failure_with_nothing_to_resume_offers_try_again(
+    qtbot, engine, settings, tmp_path, hub
+) -> None:
+    view = make_view(qtbot, engine, settings, tmp_path, hub)
+    view.find_edit.setText("org/nothing")
+    view.download_button.click()
+    row = view.download_row("org/nothing")
+    assert row is not None
+    qtbot.waitUntil(lambda: row.status == "failed", timeout=60_000)
+    assert "not found" in row.text.text() and row.button.text() == "Try again"
+
+
+@pytest.fixture
+def silent_endpoint() -> Iterator[str]:
+    """A server that accepts connections and never answers (a stalled proxy or mirror)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+    for connection in held:
+        connection.close()
+
+
+def test_a_download_from_a_hub_that_never_answers_says_so_and_cancels(
+    qtbot, engine, settings, tmp_path, silent_endpoint
+) -> None:
+    view = make_view(qtbot, engine, settings, tmp_path)
+    view.jobs.endpoint = silent_endpoint
+    select_catalogue(view, "org/tiny-llava")
+    view.download_button.click()
+    row = view.download_row("org/tiny-llava")
+    assert row is not None and "Contacting the Hub" in row.text.text()
+    qtbot.waitUntil(
+        lambda: "Contacting the Hub for org/tiny-llava" in row.text.text(), timeout=60_000
+    )
+    row.button.click()
+    qtbot.waitUntil(lambda: row.status == "paused", timeout=15_000)  # before the Hub's time-out
+
+
+def test_the_model_answering_is_not_deleted_from_the_installed_tab(
+    qtbot, engine, settings, tmp_path, tiny_model
+) -> None:
+    folder = tmp_path / "models" / "demo"
+    shutil.copytree(tiny_model("llava"), folder)
+    view = make_view(qtbot, engine, settings, tmp_path)
+    with qtbot.waitSignal(view.jobs.plan_ready, timeout=60_000):  # its verdict, asked on select
+        select_installed(view, str(folder))
+    tried: list[str | None] = []
+
+    def delete_while_busy(event: p.Event) -> None:
+        if isinstance(event, p.EngineStatus) and event.state == "busy" and not tried:
+            tried.append(view.jobs.answering)
+            view.delete_selected(confirm=False)
+
+    deletes = [c for c in engine.sent if isinstance(c, pm.DeleteModel)]
+    engine.event_received.connect(delete_while_busy)  # after the view's own handler
+    chat = p.Chat(
+        job_id="answering", model=str(folder), quant="none", device="cpu",
+        messages=[p.ChatMessage(role="user", text="A long story, please.")],
+        sampling=p.Sampling(max_new_tokens=32),
+    )  # fmt: skip
+    try:
+        with qtbot.waitSignal(engine.event_received, timeout=120_000, check_params_cb=lambda e: (
+            isinstance(e, p.Finished) and e.job_id == "answering"
+        )):  # fmt: skip
+            engine.send(chat)
+    finally:
+        engine.event_received.disconnect(delete_while_busy)
+        engine.send(p.Unload(job_id="unload-demo"))
+    assert tried == [str(folder)]
+    assert [c for c in engine.sent if isinstance(c, pm.DeleteModel)] == deletes  # none sent
+    assert "is answering right now" in view.status_label.text()
+    assert folder.is_dir()

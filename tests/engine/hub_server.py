@@ -4,8 +4,9 @@ It serves what ``huggingface_hub`` asks for when downloading: repo info
 (``/api/models/{repo}[/revision/{rev}]``, with file sizes for ``?blobs=true``) and files
 (``HEAD``/``GET /{repo}/resolve/{rev}/{file}``) with ``X-Repo-Commit``, ``ETag`` and
 ``Content-Length`` headers and ``Range`` requests. Per repo it can slow a file down, cut a
-file's first transfer off half-way, require a token (a gated repo) or report a fake size. Every
-request is recorded so tests can count what was fetched.
+file's first transfer off half-way, require a token (a gated repo) or report a fake size. Given
+the tokens it knows, it answers any other token as the real Hub answers a wrong or revoked one.
+Every request is recorded so tests can count what was fetched.
 """
 
 from __future__ import annotations
@@ -53,8 +54,10 @@ class Request:
 class HubServer:
     """``with HubServer({"org/name": Repo(...)}) as hub: ... hub.endpoint ...``"""
 
-    def __init__(self, repos: dict[str, Repo]) -> None:
+    def __init__(self, repos: dict[str, Repo], tokens: set[str] | None = None) -> None:
         self.repos = repos
+        # None: any token is accepted where none is needed; a set: others are "invalid".
+        self.tokens = tokens
         self.requests: list[Request] = []
         self.bytes_sent: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -121,7 +124,12 @@ def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                     self.headers.get("Authorization"),
                 )
             )
-            if match := _INFO.match(path):
+            authorization = self.headers.get("Authorization")
+            known = {f"Bearer {token}" for token in hub.tokens or ()}
+            if hub.tokens is not None and authorization and authorization not in known:
+                # The real Hub's answer to a wrong, expired or revoked token, on every endpoint.
+                self._error(401, "", "Invalid credentials in Authorization header", body)
+            elif match := _INFO.match(path):
                 self._info(match["repo"], body)
             elif match := _RESOLVE.match(path):
                 self._file(match["repo"], match["rev"], match["file"], body)
@@ -222,7 +230,8 @@ def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
         def _error(self, status: int, code: str, message: str, body: bool) -> None:
             data = json.dumps({"error": message}).encode()
             self.send_response(status)
-            self.send_header("X-Error-Code", code)
+            if code:
+                self.send_header("X-Error-Code", code)
             self.send_header("X-Error-Message", message)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))

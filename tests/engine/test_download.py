@@ -7,16 +7,20 @@ the planner fetching only config files.
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from engine import protocol as p
 from engine.core import Job
-from engine.errors import EngineError
+from engine.errors import EngineError, Unsupported
+from engine.models import download as download_module
 from engine.models.download import Cancelled, download, select_files
 from engine.protocol.models import DownloadModel, ModelsErrorCode, PlanMemory
 from tests.engine.harness import EngineHarness, job_id
@@ -167,6 +171,7 @@ def test_a_download_interrupted_by_a_killed_engine_resumes_without_refetching_fi
     assert finished.result is not None and finished.result["files_skipped"] == len(finished_before)
     assert all(len(hub.gets(name)) == 1 for name in finished_before)
     assert len(hub.gets("extra-2.safetensors")) == 2
+    assert not list(tmp_path.rglob("*.incomplete")), "the killed transfer's partial file is gone"
 
 
 def test_not_enough_disk_is_refused_before_any_byte_is_written(tiny_files, tmp_path) -> None:
@@ -305,3 +310,170 @@ def _memory_keyring(monkeypatch):
     store = MemoryKeyring()
     monkeypatch.setattr("keyring.core._keyring_backend", store)
     return store
+
+
+# --- a Hub that never answers, a repo VisionDesk cannot use, a rejected token, orphans ---------
+
+
+@pytest.fixture
+def silent_hub() -> Iterator[tuple[str, threading.Event]]:
+    """A server that accepts connections and never answers (a stalled proxy or mirror), and
+    an event set once a request has reached it."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    reached = threading.Event()
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            held.append(connection)  # read nothing, say nothing
+            reached.set()
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}", reached
+    server.close()
+    for connection in held:
+        connection.close()
+
+
+def test_a_hub_that_never_answers_is_cancelled_at_once(silent_hub, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(download_module, "REPO_INFO_TIMEOUT_S", 3600.0)  # only cancel ends it
+    endpoint, reached = silent_hub
+    said: list[str] = []
+    request = DownloadModel(job_id="x", repo_id="org/tiny", cache_dir=str(tmp_path),
+                            endpoint=endpoint)  # fmt: skip
+
+    def cancelled() -> bool:
+        return reached.is_set()  # the user presses Cancel while the Hub says nothing
+
+    with pytest.raises(Cancelled):
+        download(request, lambda _d: None, cancelled, said.append)
+    assert said == ["Contacting the Hub for org/tiny…"]
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_hub_that_never_answers_times_out_with_one_sentence(
+    silent_hub, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setattr(download_module, "REPO_INFO_TIMEOUT_S", 0.5)
+    endpoint, _ = silent_hub
+    request = DownloadModel(job_id="x", repo_id="org/tiny", cache_dir=str(tmp_path),
+                            endpoint=endpoint)  # fmt: skip
+    with pytest.raises(EngineError) as raised:
+        download(request, lambda _d: None, lambda: False)
+    assert raised.value.code == ModelsErrorCode.NETWORK
+    assert "did not answer" in raised.value.message and "\n" not in raised.value.message
+
+
+def test_check_fit_against_a_hub_that_never_answers_can_be_cancelled(
+    silent_hub, monkeypatch
+) -> None:
+    from engine.capabilities.models_manager import run_plan
+
+    monkeypatch.setattr(download_module, "REPO_INFO_TIMEOUT_S", 3600.0)
+    endpoint, reached = silent_hub
+    job = Job("plan", "plan_memory", lambda _event: None)
+    threading.Thread(target=lambda: reached.wait(60) and job.cancel(), daemon=True).start()
+
+    class Devices:
+        def devices(self) -> list[p.DeviceInfo]:
+            return [p.DeviceInfo(kind="cpu", name="cpu", total_memory=8 * 1024**3)]
+
+    command = PlanMemory(job_id="plan", model="org/not-here", fetch_config=True, endpoint=endpoint)
+    outcome = run_plan(job, command, Devices())  # type: ignore[arg-type]
+    assert outcome == ("cancelled", {"model": "org/not-here"})
+
+
+def text_model_files() -> dict[str, bytes]:
+    config = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}
+    return {
+        "config.json": json.dumps(config).encode(),
+        "model.safetensors": os.urandom(MIB),
+        "tokenizer.json": b"{}",
+    }
+
+
+def test_a_repo_that_is_not_an_image_model_is_refused_before_its_weights(tmp_path) -> None:
+    repos = {
+        "org/text-only": Repo(files=text_model_files()),
+        "org/no-config": Repo(files={"model.gguf": b"x", "README.md": b"# weights elsewhere"}),
+    }
+    with HubServer(repos) as hub:
+        with pytest.raises(Unsupported) as raised:
+            download(command(hub, tmp_path, "org/text-only"), lambda _d: None, lambda: False)
+        assert "is a 'gpt2' model, not an image-text-to-text" in raised.value.message
+        assert [r.path.rsplit("/", 1)[-1] for r in hub.resolve_gets()] == ["config.json"]
+        with pytest.raises(Unsupported, match="has no config.json"):
+            download(command(hub, tmp_path, "org/no-config"), lambda _d: None, lambda: False)
+        assert len(hub.resolve_gets()) == 1
+    assert not (tmp_path / "models--org--text-only").exists(), "nothing of it stays behind"
+    assert not (tmp_path / "models--org--no-config").exists()
+
+
+def test_a_rejected_token_is_left_out_for_a_public_repo_and_the_user_is_told(
+    tiny_files, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_revoked")
+    warned: list[str] = []
+    with HubServer({"org/tiny": Repo(files=dict(tiny_files))}, tokens={"hf_good"}) as hub:
+        result = download(command(hub, tmp_path), lambda _d: None, lambda: False,
+                          warn=warned.append)  # fmt: skip
+        assert {r.authorization for r in hub.resolve_gets()} == {None}
+    assert result["files"] == len(tiny_files)
+    assert len(warned) == 1 and "token in HF_TOKEN was rejected" in warned[0]
+
+
+def test_a_rejected_token_from_the_keyring_is_named_with_how_to_replace_it(
+    tiny_files, tmp_path, monkeypatch
+) -> None:
+    import keyring
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    _memory_keyring(monkeypatch)
+    keyring.set_password("VisionDesk", "huggingface", "hf_mistyped")
+    repo = Repo(files=dict(tiny_files), token="hf_good")  # gated: without a token, no access
+    with HubServer({"org/gated": repo}, tokens={"hf_good"}) as hub:
+        with pytest.raises(EngineError) as raised:
+            download(command(hub, tmp_path, "org/gated"), lambda _d: None, lambda: False)
+        assert hub.resolve_gets() == []
+    message = raised.value.message
+    assert raised.value.code == ModelsErrorCode.TOKEN_REJECTED
+    assert "token that VisionDesk keeps in the system keyring was rejected" in message
+    assert "Hugging Face token…" in message and "\n" not in message
+
+
+def test_partial_files_of_no_live_transfer_are_removed_and_a_live_one_is_kept(
+    tiny_files, tmp_path
+) -> None:
+    from filelock import FileLock
+
+    with HubServer({"org/tiny": Repo(files=dict(tiny_files))}) as hub:
+        download(command(hub, tmp_path), lambda _d: None, lambda: False)
+        blobs = tmp_path / "models--org--tiny" / "blobs"
+        orphan = blobs / f"{'1' * 64}.0badf00d.incomplete"  # a killed engine's
+        live = blobs / f"{'2' * 64}.c0ffee00.incomplete"  # another process is writing it
+        orphan.write_bytes(b"x" * 1000)
+        live.write_bytes(b"y" * 1000)
+        with FileLock(str(tmp_path / ".locks" / "models--org--tiny" / f"{'2' * 64}.lock")):
+            download(command(hub, tmp_path), lambda _d: None, lambda: False)
+            assert live.exists()
+    assert not orphan.exists()
+
+
+def test_the_disk_sentence_counts_large_sizes_in_tb_and_keeps_1_gb_spare(
+    tiny_files, tmp_path
+) -> None:
+    repo = Repo(files=dict(tiny_files), reported_sizes={"model.safetensors": 50 * 10**12})
+    with HubServer({"org/huge": repo}) as hub:
+        request = DownloadModel(job_id="x", repo_id="org/huge", cache_dir=str(tmp_path),
+                                endpoint=hub.endpoint)  # fmt: skip
+        with pytest.raises(EngineError) as raised:
+            download(request, lambda _d: None, lambda: False)
+    assert raised.value.code == ModelsErrorCode.NOT_ENOUGH_DISK
+    assert "needs 50.00 TB" in raised.value.message
+    assert "(keeping 1.00 GB spare)" in raised.value.message

@@ -67,7 +67,7 @@ def test_installed_lists_cache_repos_and_folders_and_marks_incomplete_ones(
     download_into(cache, "org/config-only", llava, patterns=["*.json"])
     download_into(cache, "org/tiny-clip", Repo.from_folder(tiny_model("clip")).files)
     text_only = {"config.json": json.dumps({"model_type": "llama"}).encode()}
-    download_into(cache, "org/text-only", text_only)
+    download_into(cache, "org/text-only", text_only, patterns=["*"])  # only a file list fetches it
     folder = str(tiny_model("qwen2_vl"))
     entries = {e.model: e for e in installed(engine, folders=[folder], cache_dir=str(cache))}
     assert set(entries) == {folder, "org/tiny-llava", "org/config-only", "org/tiny-clip"}
