@@ -202,6 +202,7 @@ class SettingsView(QWidget):
         self.system_edit.setPlaceholderText("Optional, e.g. “Answer briefly, in French.”")
         self.system_edit.setToolTip(SYSTEM_PROMPT.description)
         self.system_edit.setFixedHeight(64)
+        self.system_edit.setTabChangesFocus(True)  # Tab moves on; the instructions need no tabs
         form.addRow("Instructions", self.system_edit)
         note = QLabel("For new answers, local and cloud alike.")
         note.setObjectName("hint")

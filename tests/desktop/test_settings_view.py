@@ -269,3 +269,14 @@ def test_the_picture_detail_persists_and_reaches_each_chat(
     qtbot.waitUntil(lambda: not window.session.busy, timeout=10_000)
     [chat] = chats(command_log)
     assert chat.image_max_pixels == 2 * p.CHAT_IMAGE_MAX_PIXELS
+
+
+def test_tab_leaves_the_instructions_box_instead_of_typing_a_tab(qtbot, view) -> None:
+    from PySide6.QtWidgets import QApplication
+
+    view.window().activateWindow()
+    view.system_edit.setFocus()
+    qtbot.waitUntil(view.system_edit.hasFocus)
+    qtbot.keyClick(view.system_edit, Qt.Key.Key_Tab)
+    assert view.system_edit.toPlainText() == ""
+    assert QApplication.focusWidget() is not view.system_edit  # on to the next setting
