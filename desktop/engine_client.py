@@ -244,6 +244,10 @@ class EngineClient(QObject):
         process.setProgram(self._command[0])
         process.setArguments(self._command[1:])
         process.setProcessEnvironment(self._environment())
+        if hasattr(process, "setUnixProcessParameters") and sys.platform != "win32":
+            # Its own session: a terminal's Ctrl-C reaches the window, which closes and stops
+            # the engine in order, rather than killing the engine mid-answer.
+            process.setUnixProcessParameters(QProcess.UnixProcessFlag.CreateNewSession)
         process.started.connect(self._on_process_started)
         process.readyReadStandardOutput.connect(self._on_process_stdout)
         process.readyReadStandardError.connect(self._on_process_stderr)

@@ -74,3 +74,57 @@ def test_the_screenshot_script_renders_a_conversation(tmp_path: Path) -> None:
     )
     image = QImage(str(out))
     assert image.width() >= 1000 and image.height() >= 700
+
+
+# The first window: says when it is up and when a later launch brought it to the front.
+FIRST = """
+import functools, sys
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+import desktop.app
+from desktop.engine_client import EngineClient
+
+app = QApplication(["visiondesk"])
+desktop.app.EngineClient = functools.partial(EngineClient, [sys.executable, {engine!r}])
+bring_up = desktop.app._bring_up
+desktop.app._bring_up = lambda window: (print("BROUGHT UP", flush=True), bring_up(window))
+QTimer.singleShot(300, lambda: print("UP", flush=True))
+sys.exit(desktop.app.main([]))
+"""
+
+
+def test_a_second_launch_brings_the_first_window_up_and_ctrl_c_closes_it_cleanly(
+    tmp_path: Path,
+) -> None:
+    import signal
+
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", VISIONDESK_DATA_DIR=str(tmp_path / "data"))
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
+    first = subprocess.Popen(
+        [sys.executable, "-c", FIRST.format(engine=str(FAKE_ENGINE))],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert first.stdout is not None
+        assert first.stdout.readline().strip() == "UP"
+        second = subprocess.run(
+            [sys.executable, "-m", "desktop.main"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 0, second.stderr
+        assert "already running" in second.stderr and "brought to the front" in second.stderr
+        assert first.stdout.readline().strip() == "BROUGHT UP"
+        first.send_signal(signal.SIGINT)  # a terminal's Ctrl-C: the window closes as usual
+        assert first.wait(timeout=60) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
