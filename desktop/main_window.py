@@ -77,6 +77,8 @@ def _padded(widget: QWidget) -> QWidget:
 class MainWindow(QMainWindow):
     """Does not start the engine: the caller does, after ``show()``, so the window is instant."""
 
+    ask_before_quitting = True  # closing while long work runs asks first (work_in_progress)
+
     def __init__(
         self,
         storage: Storage,
@@ -675,6 +677,35 @@ class MainWindow(QMainWindow):
         )
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        running = self.work_in_progress()
+        if running and self.isVisible() and self.ask_before_quitting:
+            answer = QMessageBox.question(
+                self,
+                "Quit VisionDesk?",
+                "Still at work:\n• "
+                + "\n• ".join(running)
+                + "\n\nQuit anyway? Nothing done so far "
+                "is lost: training stops and saves, a download and an index pick up where they "
+                "stopped, and the batch is offered again next time.",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                QMessageBox.StandardButton.No,
+            )
+            if answer != QMessageBox.StandardButton.Yes:
+                event.ignore()
+                return
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.client.stop()
         super().closeEvent(event)
+
+    def work_in_progress(self) -> list[str]:
+        """Long work that quitting would stop (an answer is kept as it stands, so not asked)."""
+        running = []
+        if self.finetune_page.session.state in ("training", "stopping"):
+            running.append("a fine-tuning run")
+        if downloads := self.models_view.jobs.downloading():
+            running.append(f"downloading {', '.join(downloads)}")
+        if self.search_view.is_indexing():
+            running.append("indexing pictures for search")
+        if self.extract_view.session.is_running():
+            running.append("reading documents on the Extract page")
+        return running

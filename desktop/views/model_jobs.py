@@ -158,6 +158,10 @@ class ModelJobs(QObject):
     def busy(self) -> bool:
         return bool(self._jobs)
 
+    def downloading(self) -> list[str]:
+        """The repos being downloaded now."""
+        return sorted({key for kind, key in self._jobs.values() if kind == "download"})
+
     # --- events --------------------------------------------------------------------------
 
     @Slot(object)

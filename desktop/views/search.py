@@ -451,6 +451,9 @@ class SearchView(QWidget):
         self.query_image = path
         self._show_query_image()
 
+    def is_indexing(self) -> bool:
+        return self._index_job is not None
+
     def index_folders(self, folders: list[str]) -> str | None:
         """Start indexing ``folders`` (empty: every indexed folder); the job id, or None."""
         model = self.model_name()

@@ -39,6 +39,13 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return paths.data_dir()
 
 
+@pytest.fixture(autouse=True)
+def quit_without_asking(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests close windows mid-work on purpose; the question a person gets then has its own
+    test, which turns it back on."""
+    monkeypatch.setattr(MainWindow, "ask_before_quitting", False)
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> QSettings:
     return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)

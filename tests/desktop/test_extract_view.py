@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
-from PySide6.QtWidgets import QApplication, QLineEdit
+from PySide6.QtWidgets import QApplication, QLineEdit, QMessageBox
 
 from desktop import paths
 from desktop.engine_client import EngineClient
@@ -484,8 +484,8 @@ def test_a_chart_result_offers_its_replot_beside_the_page(qtbot, make_window, tm
     assert view.table.set_value(data) is False  # a chart has no record list: Fields only
 
 
-def test_quitting_mid_batch_keeps_the_file_queued_and_offers_the_batch_for_resuming(
-    qtbot, make_window, command_log, tmp_path: Path
+def test_quitting_mid_batch_asks_first_keeps_the_file_queued_and_offers_the_batch_again(
+    qtbot, make_window, command_log, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     window = make_window()
     view: ExtractView = window.extract_view
@@ -497,8 +497,17 @@ def test_quitting_mid_batch_keeps_the_file_queued_and_offers_the_batch_for_resum
     )
     (reading, waiting) = view.session.files()
 
+    # Asked first: No keeps the window and the batch going; Yes quits.
+    asked: list[str] = []
+    answers = iter([QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes])
+    monkeypatch.setattr(
+        QMessageBox, "question", lambda _w, _t, text, *_a: (asked.append(text), next(answers))[1]
+    )
+    monkeypatch.setattr(window, "ask_before_quitting", True)
+    assert not window.close() and window.isVisible() and view.session.is_running()
+    assert "reading documents on the Extract page" in asked[0]
     # What quitting does: closeEvent, aboutToQuit and main()'s finally each stop the engine.
-    window.close()
+    assert window.close() and len(asked) == 2
     window.client.stop()
     window.client.stop()
 
