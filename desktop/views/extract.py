@@ -25,9 +25,11 @@ from PySide6.QtWidgets import (
     QLabel,
     QListWidget,
     QListWidgetItem,
+    QMenu,
     QPushButton,
     QSplitter,
     QTabWidget,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -207,7 +209,7 @@ class ExtractView(QWidget):
 
     def _build_inputs(self) -> QWidget:
         panel = QWidget()
-        panel.setMinimumWidth(260)
+        panel.setMinimumWidth(220)
         layout = QVBoxLayout(panel)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(8)
@@ -283,20 +285,30 @@ class ExtractView(QWidget):
         self.provenance.setWordWrap(True)
         self.provenance.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.provenance)
-        self.never_send_box = QCheckBox("Never send this document to a cloud service")
+        self.never_send_box = QCheckBox("Never send to a cloud service")
+        self.never_send_box.setToolTip(
+            "This document stays on this computer, whatever the routing policy says"
+        )
         self.never_send_box.setObjectName("neverSendBox")
         self.never_send_box.setEnabled(False)
-        layout.addWidget(self.never_send_box)
         row = QHBoxLayout()
-        row.addWidget(QLabel("Export batch:"))
-        self.export_buttons: dict[str, QPushButton] = {}
-        for fmt, label in EXPORTS:
-            button = QPushButton(label)
-            button.setObjectName("exportButton")
-            button.clicked.connect(lambda _checked=False, f=fmt: self.choose_export(f))
-            row.addWidget(button)
-            self.export_buttons[fmt] = button
+        row.addWidget(self.never_send_box)
         row.addStretch(1)
+        # One button with the formats in its menu: the column stays narrow enough for a
+        # 1024-px screen.
+        self.export_button = QToolButton()
+        self.export_button.setObjectName("exportButton")
+        self.export_button.setText("Export batch")
+        self.export_button.setToolTip("Write the batch's results to a file")
+        self.export_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        menu = QMenu(self.export_button)
+        self.export_actions: dict[str, QAction] = {}
+        for fmt, label in EXPORTS:
+            action = menu.addAction(f"{label}…")
+            action.triggered.connect(lambda _checked=False, f=fmt: self.choose_export(f))
+            self.export_actions[fmt] = action
+        self.export_button.setMenu(menu)
+        row.addWidget(self.export_button)
         layout.addLayout(row)
         return panel
 
@@ -379,7 +391,7 @@ class ExtractView(QWidget):
         self._show_result()
 
     def export_to(self, fmt: str, path: Path) -> bool:
-        """Write the batch's results (what the export buttons do after the file dialog)."""
+        """Write the batch's results (what the Export batch menu does after the file dialog)."""
         return self.session.export(fmt, Path(path))
 
     @Slot()

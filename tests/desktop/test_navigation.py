@@ -21,6 +21,14 @@ def test_the_rail_and_ctrl_number_switch_pages(qtbot, make_window) -> None:
     assert window.current_page() == "chat"
 
 
+def test_every_page_fits_a_1024_px_screen(qtbot, make_window) -> None:
+    window = make_window()
+    for key in ("chat", "extract", "search", "finetune", "models", "settings"):
+        window.show_page(key)
+        qtbot.wait(10)
+    assert window.minimumSizeHint().width() <= 960  # room for a window frame and a dock
+
+
 def test_a_chat_carries_the_routing_policy_chosen_in_settings(
     qtbot, make_window, command_log
 ) -> None:
