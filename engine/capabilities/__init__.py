@@ -75,44 +75,40 @@ def _register_builtin() -> None:
     register_finetune(register)  # datasets, plans, training (in its own process), adapters
     IO_LANE.update(FINETUNE_JOBS)  # they run in child processes, never on the resident model
 
+    # Cloud checks, documents (rendering has its own process and lock; schemas and exports are
+    # pure) and reading the search index (SQLite in WAL mode): none of them uses transformers.
+    light = {
+        p.cloud.TestConnection,
+        p.cloud.ListProviderModels,
+        p.extract.InspectDocument,
+        p.extract.RenderPages,
+        p.extract.ListSchemas,
+        p.extract.CheckSchema,
+        p.extract.ExportResults,
+        p.search.SearchStatus,
+        p.search.GetThumbnails,
+    }
     IO_LANE.update(
+        light,
         {
             p.models.DownloadModel,
             p.models.ListInstalled,
             p.models.DeleteModel,
             p.models.ImportFolder,
             p.models.PlanMemory,
-            p.cloud.TestConnection,
-            p.cloud.ListProviderModels,
-            # Documents: rendering has its own process (and lock); schemas and exports are pure.
-            p.extract.InspectDocument,
-            p.extract.RenderPages,
-            p.extract.ListSchemas,
-            p.extract.CheckSchema,
-            p.extract.ExportResults,
-            # Search: reading the index (SQLite in WAL mode) never waits behind an index run;
-            # a query shares the index run's resident embedder (models.embedder leases).
+            # A query never waits behind an index run: it shares the run's resident embedder
+            # (models.embedder leases).
             p.search.SearchQuery,
-            p.search.SearchStatus,
-            p.search.GetThumbnails,
-        }
+        },
     )
     WITHOUT_TRANSFORMERS.update(
+        light,
         {
-            p.cloud.TestConnection,
-            p.cloud.ListProviderModels,
-            p.extract.InspectDocument,
-            p.extract.RenderPages,
-            p.extract.ListSchemas,
-            p.extract.CheckSchema,
-            p.extract.ExportResults,
-            p.search.SearchStatus,
-            p.search.GetThumbnails,
             p.finetune.ListFinetuneRuns,
             p.finetune.PauseFinetune,
             p.finetune.StopFinetune,
             p.finetune.InspectDataset,
-        }
+        },
     )
 
 
