@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import time
 import uuid
@@ -48,6 +49,12 @@ CREATE TABLE IF NOT EXISTS files (
     UNIQUE (batch_id, path)
 );
 CREATE INDEX IF NOT EXISTS files_by_batch ON files(batch_id, position);
+CREATE TABLE IF NOT EXISTS owners (
+    batch_id    TEXT PRIMARY KEY REFERENCES batches(id) ON DELETE CASCADE,
+    pid         INTEGER NOT NULL,
+    started     REAL NOT NULL,
+    since       REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS pages (
     file_id     INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
     page        INTEGER NOT NULL,
@@ -77,6 +84,44 @@ class BatchStatus:
 
 
 OPEN_FILE_STATUSES = (FileStatus.QUEUED, FileStatus.RUNNING)
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The process reading a batch: its pid and start time (a pid alone may be reused)."""
+
+    pid: int
+    started: float
+
+    @property
+    def alive(self) -> bool:
+        return process_started(self.pid) == self.started
+
+
+def process_started(pid: int) -> float | None:
+    """When process ``pid`` started (in an opaque unit), or None if there is no such process."""
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - psutil comes with the models' libraries
+        return _proc_started(pid)
+    try:
+        return round(psutil.Process(pid).create_time(), 2)
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return None
+    except psutil.Error:  # pragma: no cover - another user's process: it exists
+        return _proc_started(pid)
+
+
+def _proc_started(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return float(stat.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def this_process() -> Owner:
+    return Owner(os.getpid(), process_started(os.getpid()) or 0.0)
 
 
 @dataclass
@@ -255,9 +300,48 @@ class ExtractionQueue:
                 "UPDATE batches SET status = ?, updated_at = ? WHERE id = ?",
                 (BatchStatus.CANCELLED, time.time(), batch_id),
             )
+        self.release(batch_id)
 
     def delete_batch(self, batch_id: str) -> None:
         self._db.execute("DELETE FROM batches WHERE id = ?", (batch_id,))
+
+    # --- who reads a batch ------------------------------------------------------------------
+    # A batch is read by one process at a time: the one that started its last file, until the
+    # batch is done or that process ends. Another process (a second command, a second window,
+    # a window's start-up recovery) leaves it alone meanwhile; a crashed owner binds nobody.
+
+    def owner(self, batch_id: str) -> Owner | None:
+        """The live process other than this one that is reading the batch, if any."""
+        row = self._db.execute(
+            "SELECT pid, started FROM owners WHERE batch_id = ?", (batch_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        owner = Owner(int(row["pid"]), float(row["started"]))
+        return owner if owner != this_process() and owner.alive else None
+
+    def claim(self, batch_id: str) -> Owner | None:
+        """Take the batch for this process; None if taken, else the live owner that has it."""
+        me = this_process()
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")  # the check and the claim in one step
+            owner = self.owner(batch_id)
+            if owner is not None:
+                return owner
+            self._db.execute(
+                "INSERT OR REPLACE INTO owners (batch_id, pid, started, since) "
+                "SELECT id, ?, ?, ? FROM batches WHERE id = ?",
+                (me.pid, me.started, time.time(), batch_id),
+            )
+        return None
+
+    def release(self, batch_id: str) -> None:
+        """This process no longer reads the batch."""
+        me = this_process()
+        self._db.execute(
+            "DELETE FROM owners WHERE batch_id = ? AND pid = ? AND started = ?",
+            (batch_id, me.pid, me.started),
+        )
 
     def update_batch_status(self, batch_id: str) -> str:
         """An active batch with no open file left is done (and a done one with work is active)."""
@@ -275,21 +359,33 @@ class ExtractionQueue:
             status = BatchStatus.ACTIVE
         if status != batch.status:
             self.set_batch_status(batch_id, status)
+        if status == BatchStatus.DONE:
+            self.release(batch_id)
         return status
 
     def recover(self) -> list[Batch]:
         """After a crash: files left "running" go back to the queue (with a clean count of
         engine deaths: those of another session say nothing about this one). Returns the batches
         with work left."""
-        self._db.execute(
-            "UPDATE files SET status = ?, attempts = 0 WHERE status = ?",
-            (FileStatus.QUEUED, FileStatus.RUNNING),
+        # A batch that another live process is reading was not interrupted: it is left alone.
+        owners = self._db.execute("SELECT batch_id FROM owners").fetchall()
+        taken = {row["batch_id"] for row in owners if self.owner(row["batch_id"]) is not None}
+        running = self._db.execute(
+            "SELECT id, batch_id FROM files WHERE status = ?", (FileStatus.RUNNING,)
+        ).fetchall()
+        self._db.executemany(
+            "UPDATE files SET status = ?, attempts = 0 WHERE id = ? AND status = ?",
+            [
+                (FileStatus.QUEUED, row["id"], FileStatus.RUNNING)
+                for row in running
+                if row["batch_id"] not in taken
+            ],
         )
         rows = self._db.execute(
             "SELECT * FROM batches WHERE status IN (?, ?) ORDER BY created_at DESC",
             (BatchStatus.ACTIVE, BatchStatus.PAUSED),
         )
-        return [_batch(row) for row in rows]
+        return [batch for batch in map(_batch, rows) if batch.id not in taken]
 
     # --- files -------------------------------------------------------------------------------
 
@@ -342,8 +438,8 @@ class ExtractionQueue:
     def next_file(self, batch_id: str) -> QueuedFile | None:
         """The next file to read, or None when the batch is paused, cancelled or finished."""
         batch = self.batch(batch_id)
-        if batch is None or batch.status != BatchStatus.ACTIVE:
-            return None
+        if batch is None or batch.status != BatchStatus.ACTIVE or self.owner(batch_id) is not None:
+            return None  # ...or another live process reads it
         row = self._db.execute(
             f"SELECT f.*, ({_PAGES_DONE}) AS pages_done FROM files f "
             "WHERE batch_id = ? AND status IN (?, ?) ORDER BY position LIMIT 1",
@@ -352,6 +448,10 @@ class ExtractionQueue:
         return _file(row) if row else None
 
     def start_file(self, file_id: int) -> None:
+        """The file is being read, by this process: its batch is this process's meanwhile."""
+        file = self.file(file_id)
+        if file is not None:
+            self.claim(file.batch_id)
         self._db.execute(
             "UPDATE files SET status = ?, attempts = attempts + 1, error_code = NULL, error = '', "
             "updated_at = ? WHERE id = ?",
@@ -578,6 +678,21 @@ SUPPORTED_SUFFIXES = frozenset(
 )
 
 
+def printable(path: Path | str) -> str:
+    """A path as text that can be shown, stored and sent: bytes of a name that are not UTF-8
+    (a Latin-1 name from an old zip, say) appear as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def utf8_name(path: Path | str) -> bool:
+    """Whether the path is valid UTF-8, as the queue and the engine's protocol need."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def supported_files(paths: list[Path]) -> tuple[list[Path], list[Path]]:
     """PDFs and images to read (folders searched recursively, hidden entries skipped), and the
     dropped files that are neither. A file named like a PDF or an image is always taken: if it
@@ -597,4 +712,5 @@ def supported_files(paths: list[Path]) -> tuple[list[Path], list[Path]]:
             files.append(path.resolve())  # a damaged or missing file's error shows on it
         else:
             skipped.append(path)
-    return list(dict.fromkeys(files)), skipped
+    skipped += [file for file in files if not utf8_name(file)]  # cannot be stored or sent
+    return list(dict.fromkeys(file for file in files if utf8_name(file))), skipped

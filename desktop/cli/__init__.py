@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from desktop.cli import chat, exit_codes, extract, finetune, models, search
+from desktop.cli import chat, data_folder, exit_codes, extract, finetune, models, search
 from engine.protocol import ENGINE_VERSION
 
 
@@ -45,7 +45,12 @@ def _main(argv: list[str]) -> int:
     except SystemExit as exc:  # argparse: 0 for --help/--version, 2 for usage errors
         return int(exc.code or 0)
     try:
+        if getattr(args, "needs_data_folder", True):
+            data_folder.check()
         return int(args.run(args))
+    except data_folder.DataFolderError as exc:
+        print(f"visiondesk: error: {exc}", file=sys.stderr)
+        return exit_codes.FAILED
     except KeyboardInterrupt:
         print("visiondesk: interrupted", file=sys.stderr)
         return exit_codes.INTERRUPTED

@@ -37,6 +37,20 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_consent_arguments(parser: argparse.ArgumentParser) -> None:
+    """Consent to what a model folder may run when it loads, for that model only."""
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="load a model that has only pickle weights (they can run code: trust its source)",
+    )
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run the model's own Python code to load it (trust its source)",
+    )
+
+
 def backend_fields(args: argparse.Namespace) -> dict[str, Any]:
     """The routing fields of a job command (``backend``, ``base_url``, …) from the arguments."""
     backend: str | None = args.backend

@@ -11,8 +11,9 @@ from pathlib import Path
 import msgspec
 
 from desktop.cli import backends, exit_codes
+from desktop.cli.data_folder import engine_log
 from desktop.cli.engine_process import EngineGone, EngineProcess, new_job_id
-from desktop.paths import data_dir
+from desktop.extraction_queue import printable, utf8_name
 from engine import protocol as p
 
 
@@ -36,6 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quant", choices=["auto", "nf4", "int8", "none"], default="auto")
     parser.add_argument("--device", choices=["auto", "cuda", "cpu", "mps"], default="auto")
     backends.add_backend_arguments(parser)
+    backends.add_consent_arguments(parser)
     parser.add_argument("--max-new-tokens", type=int, default=512)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     parser.add_argument("--top-p", type=float, default=1.0)
@@ -51,8 +53,9 @@ def run(args: argparse.Namespace) -> int:
         return exit_codes.USAGE
     images = [str(Path(image).expanduser().resolve()) for image in args.image]
     for image in images:  # fail before starting the engine for the obvious case
-        if not Path(image).is_file():
-            print(f"visiondesk: error: image not found: {image}", file=sys.stderr)
+        problem = _image_problem(image)
+        if problem:
+            print(f"visiondesk: error: {problem}", file=sys.stderr)
             return exit_codes.BAD_INPUT
     try:
         routing = backends.backend_fields(args)
@@ -80,16 +83,27 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
         ),
         adapter=str(Path(args.adapter).expanduser().resolve()) if args.adapter else None,
+        allow_pickle=args.allow_pickle,
+        trust_remote_code=args.trust_remote_code,
         **routing,
     )
     try:
-        with EngineProcess(data_dir() / "logs" / "engine.log", verbose=args.verbose) as engine:
+        with EngineProcess(engine_log(), verbose=args.verbose) as engine:
             if args.interactive or args.prompt is None:
                 return _converse(engine, command, images, as_json=args.json)
             return _stream(engine, command, as_json=args.json)[0]
     except EngineGone as exc:
         print(f"visiondesk: error: {exc}", file=sys.stderr)
         return exit_codes.FAILED
+
+
+def _image_problem(image: str) -> str | None:
+    """Why the picture at ``image`` cannot be sent, or None."""
+    if not utf8_name(image):
+        return f"the file name '{printable(image)}' is not valid UTF-8; rename the file to send it"
+    if not Path(image).is_file():
+        return f"image not found: {image}"
+    return None
 
 
 HELP = (
@@ -130,8 +144,8 @@ def _converse(engine: EngineProcess, base: p.Chat, images: list[str], as_json: b
             path = Path(given).expanduser().resolve()
             if not given:
                 print("visiondesk: /image PATH attaches the picture at PATH", file=sys.stderr)
-            elif not path.is_file():
-                print(f"visiondesk: error: image not found: {path}", file=sys.stderr)
+            elif problem := _image_problem(str(path)):
+                print(f"visiondesk: error: {problem}", file=sys.stderr)
                 code = code or exit_codes.BAD_INPUT
             else:
                 pending.append(str(path))
@@ -145,7 +159,8 @@ def _converse(engine: EngineProcess, base: p.Chat, images: list[str], as_json: b
             base, job_id=new_job_id(), messages=[*system, *history, question]
         )
         result, finished = _stream(engine, command, as_json)
-        code = code or result  # the exit code keeps the first failure
+        if result != exit_codes.INTERRUPTED:  # a stopped answer is the user's choice, no failure
+            code = code or result  # the exit code keeps the first failure
         if finished is not None and finished.reason in ("done", "length"):
             answer = str((finished.result or {}).get("text", ""))
             history += [question, p.ChatMessage(role="assistant", text=answer)]

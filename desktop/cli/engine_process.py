@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from desktop.paths import data_dir
+from desktop.cli.data_folder import DataFolderError, engine_log
 from engine import protocol as p
 
 HANDSHAKE_TIMEOUT_S = 120.0
@@ -30,18 +30,31 @@ class EngineProcess:
         self._log: IO[bytes] | None = None
         stderr: int | IO[bytes] | None = None
         if not verbose and log_path is not None:
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log = open(log_path, "ab")
+            try:
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+                self._log = open(log_path, "ab")
+            except OSError as exc:
+                raise DataFolderError(exc) from exc
             stderr = self._log
+        # A session of its own: a terminal's Ctrl-C goes to the command alone, which stops the
+        # job with a Cancel; the engine still ends with the command, when its stdin closes.
         self.process = subprocess.Popen(
             [sys.executable, "-m", "engine"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr,
             env=env,
+            start_new_session=True,
         )
         self._write_lock = threading.Lock()
-        self.welcome = self._handshake()
+        try:
+            self.welcome = self._handshake()
+        except BaseException:  # Ctrl-C while it starts, or a failed start: nothing to keep
+            self.process.kill()
+            self.process.wait()
+            if self._log is not None:
+                self._log.close()
+            raise
 
     def _handshake(self) -> p.Welcome:
         self.send(p.Hello(protocol_version=p.PROTOCOL_VERSION, client="cli"))
@@ -126,7 +139,7 @@ def run_one_job(
     Ctrl-C cancels the job and waits for its end; None means the engine itself failed (the
     reason is already on stderr)."""
     try:
-        with EngineProcess(data_dir() / "logs" / "engine.log") as engine:
+        with EngineProcess(engine_log()) as engine:
             engine.send(command)
             try:
                 return _until_finished(engine, command.job_id, on_event)

@@ -29,4 +29,7 @@ def explained(code: str | None, message: str) -> str:
     the app (a command cannot stop to ask)."""
     if code == CONSENT_NEEDED:
         return f"{message} A command cannot ask: --policy local_then_cloud sends it."
+    if code == ErrorCode.MODEL_UNSAFE:
+        flag = "--trust-remote-code" if "trust_remote_code" in message else "--allow-pickle"
+        return f"{message} On the command line: {flag}."
     return message

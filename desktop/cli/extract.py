@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import re
+import sqlite3
 import sys
 import time
 from collections.abc import Iterator
@@ -21,9 +22,17 @@ from typing import Any
 import msgspec
 
 from desktop.cli import backends, exit_codes
+from desktop.cli.data_folder import DataFolderError, check, engine_log
 from desktop.cli.engine_process import EngineGone, EngineProcess, new_job_id
-from desktop.extraction_queue import ExtractionQueue, FileStatus, default_path, settings_key
-from desktop.paths import data_dir
+from desktop.cli.extract_batch import BatchBusy, BatchGone, open_batch, out_problem
+from desktop.extraction_queue import (
+    BatchStatus,
+    ExtractionQueue,
+    FileStatus,
+    default_path,
+    printable,
+    utf8_name,
+)
 from engine import protocol as p
 from engine.protocol import cloud as c
 from engine.protocol import extract as px
@@ -82,6 +91,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--replot", default=None, metavar="DIR", help="write chart re-plots here")
     backends.add_backend_arguments(parser)
+    backends.add_consent_arguments(parser)
     parser.add_argument(
         "--batch",
         default=None,
@@ -116,6 +126,7 @@ class Batch:
     outcomes: list[Outcome] = field(default_factory=list)
     aborted: str | None = None  # why the batch stopped early (a model problem)
     aborted_code: str | None = None
+    export_failed: str | None = None  # why the results could not be written
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,7 +182,16 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[Outcome]]:
             missing.append(
                 Outcome(path, error_code=p.ErrorCode.BAD_INPUT, message=f"File not found: {path}")
             )
-    return list(dict.fromkeys(files)), missing
+    for file in [f for f in files if not utf8_name(f)]:
+        missing.append(  # neither storable in the batch nor sendable to the engine as it is
+            Outcome(
+                Path(printable(file)),
+                error_code=p.ErrorCode.BAD_INPUT,
+                message=f"The file name '{printable(file.name)}' is not valid UTF-8; rename the "
+                "file to read it",
+            )
+        )
+    return list(dict.fromkeys(f for f in files if utf8_name(f))), missing
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,6 +215,9 @@ def run(args: argparse.Namespace) -> int:
         return _usage(str(exc))
     if args.model is None and backends.requires_local_model(routing):
         return _usage("--model is required (or name a --backend)")
+    problem = out_problem(args.out) if args.out else None
+    if problem:
+        return _usage(problem)
     schema = args.schema
     if schema not in px.BUILTIN_SCHEMAS:
         if not Path(schema).expanduser().is_file():
@@ -214,7 +237,10 @@ def run(args: argparse.Namespace) -> int:
         model = str(Path(model).expanduser().resolve())
     started = time.perf_counter()
     batch = Batch(outcomes=list(missing))
-    queue = ExtractionQueue(default_path(data_dir()))
+    try:
+        queue = ExtractionQueue(default_path(check()))
+    except (OSError, sqlite3.Error) as exc:
+        raise DataFolderError(exc) from exc
     try:
         return _run_batch(args, queue, batch, files, len(missing), schema, model, routing, started)
     finally:
@@ -257,10 +283,31 @@ def _run_batch(
 ) -> int:
     settings = _settings(args, schema, model, routing)
     try:
-        stored = _open_batch(queue, args, settings, files)
+        stored = open_batch(queue, args, settings, files)
     except ValueError as exc:
         return _usage(str(exc))
-    engine = _Engine(data_dir() / "logs" / "engine.log", args.verbose)
+    except BatchBusy as exc:
+        print(f"visiondesk: error: {exc}", file=sys.stderr)
+        return exit_codes.FAILED
+    try:
+        return _work(args, queue, stored, batch, missing, schema, model, routing, started)
+    finally:
+        queue.release(stored)
+
+
+def _work(
+    args: argparse.Namespace,
+    queue: ExtractionQueue,
+    stored: str,
+    batch: Batch,
+    missing: int,
+    schema: str,
+    model: str | None,
+    routing: dict[str, Any],
+    started: float,
+) -> int:
+    """Read the batch's files left, then export every result; the exit code."""
+    engine = _Engine(engine_log(), args.verbose)
     written = None
     try:
         if not _schema_usable(engine.start(), schema):
@@ -268,6 +315,8 @@ def _run_batch(
         _read_files(args, queue, stored, engine, batch, schema, model, routing)
         batch.outcomes += _outcomes(queue, stored)
         written = _export(engine.start(), batch, _format(args), args.out)
+        if batch.export_failed:
+            queue.set_batch_status(stored, BatchStatus.ACTIVE)  # resumed by a re-run, unread
     except KeyboardInterrupt:
         done = queue.progress(stored).finished
         print(
@@ -276,7 +325,7 @@ def _run_batch(
             file=sys.stderr,
         )
         return exit_codes.INTERRUPTED
-    except EngineGone as exc:
+    except (EngineGone, BatchGone) as exc:
         print(f"visiondesk: error: {exc}", file=sys.stderr)
         return exit_codes.FAILED
     finally:
@@ -310,41 +359,6 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _open_batch(
-    queue: ExtractionQueue, args: argparse.Namespace, settings: dict[str, Any], files: list[Path]
-) -> str:
-    """The batch to work on: the named one, an interrupted run of the same command, or a new one."""
-    key = settings_key(settings)
-    existing = queue.batch_named(args.batch) if args.batch else queue.unfinished_batch(key)
-    if existing is not None and args.fresh:
-        queue.delete_batch(existing.id)
-        existing = None
-    if existing is not None and existing.key != key:
-        raise ValueError(
-            f"batch {args.batch!r} was started with other inputs or settings; give another "
-            "--batch name, or --fresh to start it again"
-        )
-    if existing is None:
-        created = queue.create_batch(settings, name=args.batch, key=key)
-        queue.add_files(created.id, files)
-        return created.id
-    queue.add_files(existing.id, files)  # files new in the folders since then join the batch
-    for file in queue.files(existing.id):
-        changed = queue.refresh_sha(file.id)  # a file that changed is read again, whole
-        if not changed and file.status in (FileStatus.FAILED, FileStatus.CANCELLED):
-            queue.retry_file(file.id)
-        elif not changed and not file.finished:  # engine deaths of the last run do not count
-            queue.requeue_file(file.id, reset_attempts=True)
-    queue.resume(existing.id)
-    progress = queue.progress(existing.id)
-    print(
-        f"Resuming batch {existing.name}: {progress.finished} of {progress.files} files done, "
-        f"{progress.pages_done} page{'s' if progress.pages_done != 1 else ''} stored.",
-        file=sys.stderr,
-    )
-    return existing.id
-
-
 MAX_ENGINE_RESTARTS_PER_FILE = 3
 # Failures that are not about one file: the model or the cloud account cannot be used at all.
 STOPS_THE_BATCH = frozenset(
@@ -353,8 +367,10 @@ STOPS_THE_BATCH = frozenset(
         p.ErrorCode.NO_MODEL_LOADED,
         p.ErrorCode.CLOUD_NOT_ALLOWED,
         c.INVALID_KEY,
+        c.MISSING_KEY,
         c.QUOTA_EXHAUSTED,
         c.CONSENT_NEEDED,
+        c.NETWORK_DOWN,  # the server (or the internet) is unreachable: so for every file
     }
 )
 
@@ -370,7 +386,9 @@ def _read_files(
     routing: dict[str, Any],
 ) -> None:
     positions = {f.id: i for i, f in enumerate(queue.files(batch_id), 1)}
-    while (file := queue.next_file(batch_id)) is not None:
+    while (file := queue.next_file(batch_id)) is not None or queue.batch(batch_id) is None:
+        if file is None:
+            raise BatchGone("the batch was deleted while it was being read; nothing was exported")
         label = f"[{positions.get(file.id, len(positions))}/{len(positions)}] {file.name}"
         queue.start_file(file.id)
         completed = queue.completed_pages(file.id)
@@ -449,6 +467,8 @@ def _command(
         completed_pages=completed,
         replot_dir=str(Path(args.replot).expanduser().resolve()) if args.replot else None,
         adapter=str(Path(args.adapter).expanduser().resolve()) if args.adapter else None,
+        allow_pickle=args.allow_pickle,
+        trust_remote_code=args.trust_remote_code,
         **fields,
     )
 
@@ -562,9 +582,7 @@ def _export(engine: EngineProcess, batch: Batch, fmt: str, out: str | None) -> s
     )
     finished = _finished(engine, command)
     if finished.reason == "error":
-        batch.outcomes.append(
-            Outcome(Path(out or "-"), error_code=finished.error_code, message=finished.message)
-        )
+        batch.export_failed = finished.message
         return None
     result = finished.result or {}
     if out is None:
@@ -588,18 +606,28 @@ def _summary(batch: Batch, total: int, seconds: float, written: str | None) -> N
         lines += [f"  {o.file.name}: {o.message or 'no valid result'}" for o in failed]
     if batch.aborted:
         lines.append(f"Stopped early: {exit_codes.explained(batch.aborted_code, batch.aborted)}")
+    if batch.export_failed:
+        lines.append(
+            f"visiondesk: error: {batch.export_failed} The results are stored: the same command "
+            "with another --out writes them without reading the files again."
+        )
     print("\n".join(lines), file=sys.stderr)
 
 
 def exit_code(batch: Batch) -> int:
     """0 all good; 4 the model (5 the cloud backend) could not be used; 3 only bad input files
-    failed; 1 otherwise."""
+    failed; 5 the cloud backend failed on files (besides bad inputs); 1 otherwise, such as
+    results that could not be written."""
     if batch.aborted:
         code = exit_codes.for_error(batch.aborted_code)
         return code if code != exit_codes.FAILED else exit_codes.MODEL_PROBLEM
-    failed = [o for o in batch.outcomes if not o.ok]
-    if not failed:
+    if batch.export_failed:
+        return exit_codes.FAILED
+    codes = {exit_codes.for_error(o.error_code) for o in batch.outcomes if not o.ok}
+    if not codes:
         return exit_codes.OK
-    if all(o.error_code == p.ErrorCode.BAD_INPUT for o in failed):
+    if codes == {exit_codes.BAD_INPUT}:
         return exit_codes.BAD_INPUT
+    if codes <= {exit_codes.BAD_INPUT, exit_codes.CLOUD_FAILURE}:
+        return exit_codes.CLOUD_FAILURE
     return exit_codes.FAILED

@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from desktop.cli import exit_codes
+from desktop.cli.data_folder import engine_log
 from desktop.cli.engine_process import EngineGone, EngineProcess, new_job_id
 from desktop.paths import data_dir
 from engine import protocol as p
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"visiondesk: error: {exc}", file=sys.stderr)
         return exit_codes.USAGE
     try:
-        with EngineProcess(data_dir() / "logs" / "engine.log", verbose=args.verbose) as engine:
+        with EngineProcess(engine_log(), verbose=args.verbose) as engine:
             return _follow(engine, command, args)
     except EngineGone as exc:
         print(f"visiondesk: error: {exc}", file=sys.stderr)
@@ -170,7 +171,7 @@ def _follow(engine: EngineProcess, command: Any, args: argparse.Namespace) -> in
             if not stopping:
                 raise
             break
-    if finished is None:  # the engine went down with the terminal's Ctrl-C; the trainer saved
+    if finished is None:  # the engine went down while stopping; the trainer saves on its own
         return stopped(command)
     return printer.finish(finished, command)
 
@@ -178,8 +179,8 @@ def _follow(engine: EngineProcess, command: Any, args: argparse.Namespace) -> in
 def stopped(command: Any) -> int:
     """A job that ended on Ctrl-C without saying where its run stands.
 
-    A terminal's Ctrl-C reaches the engine too, which then ends its jobs as cancelled with no
-    result, while the trainer saves a checkpoint; the run folder is known from the command.
+    That is a job cancelled before training began (no run in its result), or an engine that
+    went down while the trainer was saving; the run folder is known from the command.
     """
     run_dir = ""
     if isinstance(command, pf.StartFinetune):

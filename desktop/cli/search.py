@@ -11,6 +11,7 @@ from pathlib import Path
 
 from desktop.cli import exit_codes
 from desktop.cli.engine_process import new_job_id, run_one_job
+from desktop.extraction_queue import printable, utf8_name
 from desktop.paths import data_dir
 from engine import protocol as p
 from engine.protocol import search as ps
@@ -72,6 +73,11 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 def run_index(args: argparse.Namespace) -> int:
     folders = [str(Path(folder).expanduser().resolve()) for folder in args.folders]
     for folder in folders:
+        if not utf8_name(folder):  # the index stores, and the engine is sent, UTF-8 text
+            return _error(
+                f"the folder name '{printable(folder)}' is not valid UTF-8; rename it to index it",
+                exit_codes.BAD_INPUT,
+            )
         if not Path(folder).is_dir():
             return _error(f"folder not found: {folder}", exit_codes.BAD_INPUT)
     if args.batch_size < 1 or args.workers < 0:

@@ -244,7 +244,12 @@ def _completed_pages(
 def _backend(job: Job, command: px.Extract, runtime: Runtime) -> Any:
     if command.model:
         spec = LoadSpec(
-            model=command.model, quant=command.quant, device=command.device, adapter=command.adapter
+            model=command.model,
+            quant=command.quant,
+            device=command.device,
+            allow_pickle=command.allow_pickle,
+            trust_remote_code=command.trust_remote_code,
+            adapter=command.adapter,
         )
         return runtime.ensure_loaded(spec, lambda message: job.progress("loading", message=message))
     return runtime.require_backend()

@@ -148,6 +148,8 @@ class Chat(Command, tag="chat"):
     # At most this many pixels per picture for models that read pictures at their own
     # resolution (local Qwen2-VL family); None: CHAT_IMAGE_MAX_PIXELS.
     image_max_pixels: int | None = None
+    allow_pickle: bool = False  # consent to ``model``'s pickle weights (as on ``LoadModel``)
+    trust_remote_code: bool = False  # consent to ``model``'s own Python code
 
 
 class Cancel(Command, tag="cancel"):

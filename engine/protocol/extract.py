@@ -138,6 +138,8 @@ class Extract(Command, tag="extract"):
     policy: str | None = None  # local_only (default) | local_then_ask | local_then_cloud | …
     never_send: bool = False  # this document must never leave the machine
     adapter: str | None = None  # a LoRA adapter folder over ``model`` (as on ``Chat``)
+    allow_pickle: bool = False  # consent to ``model``'s pickle weights (as on ``LoadModel``)
+    trust_remote_code: bool = False  # consent to ``model``'s own Python code
 
 
 class InspectDocument(Command, tag="inspect_document"):

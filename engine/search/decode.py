@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -73,6 +74,9 @@ def init_worker(config: WorkerConfig) -> None:
     """Process initialiser. A failure is kept and reported by ``ping``: an initialiser that
     raises only leaves a broken pool behind, without the reason."""
     global _init_error
+    # The engine cancels its decoders itself; a Ctrl-C reaching them would come back through
+    # the futures as a KeyboardInterrupt, an internal error.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ["OMP_NUM_THREADS"] = "1"  # one thread each: the processes are the parallelism
     _exit_with_parent(os.getppid())
     try:

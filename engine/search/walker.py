@@ -42,6 +42,36 @@ class Skip:
     reason: str
 
 
+def printable(path: str) -> str:
+    """A path as text the index can store and the protocol can send: bytes of a name that are
+    not UTF-8 (a Latin-1 name from an old zip, say) appear as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _badly_named(entry: os.DirEntry[str], folder: str) -> Skip | None:
+    """A file or folder whose name is not UTF-8 is skipped, with the way to index it."""
+    try:
+        is_folder = entry.is_dir(follow_symlinks=True)
+    except OSError:
+        is_folder = False
+    if not is_folder and kind_of(entry.name) is None:
+        return None  # not an image or a PDF: not worth a word
+    what = "folder" if is_folder else "file"
+    return Skip(
+        printable(entry.path),
+        folder,
+        f"The {what} name is not valid UTF-8; rename the {what} to index it.",
+    )
+
+
 def kind_of(path: str) -> str | None:
     suffix = os.path.splitext(path)[1].lower()
     if suffix in PDF_SUFFIXES:
@@ -72,10 +102,12 @@ def walk(folder: str, cancelled: Callable[[], bool] = lambda: False) -> Iterator
         try:
             entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
         except PermissionError:
-            yield Skip(directory, folder, "No permission to read this folder.")
+            yield Skip(printable(directory), folder, "No permission to read this folder.")
             continue
         except OSError as exc:
-            yield Skip(directory, folder, f"This folder cannot be read ({exc.strerror}).")
+            yield Skip(
+                printable(directory), folder, f"This folder cannot be read ({exc.strerror})."
+            )
             continue
         subdirectories: list[tuple[str, frozenset[tuple[int, int]]]] = []
         for entry in entries:
@@ -95,6 +127,8 @@ def _visit(
     ancestors: frozenset[tuple[int, int]],
     visited: set[tuple[int, int]],
 ) -> Candidate | Skip | tuple[str, frozenset[tuple[int, int]]] | None:
+    if not _utf8(entry.name):
+        return _badly_named(entry, folder)
     try:
         info = entry.stat(follow_symlinks=True)
     except OSError as exc:

@@ -153,6 +153,30 @@ def test_a_pickle_only_model_is_refused_with_exit_4(run_cli, tiny_model, tmp_pat
         weights.rename(weights.with_name("pytorch_model.bin"))
     result = run_cli("chat", "--model", str(folder), "--image", str(picture), "hi")
     assert result.returncode == 4 and "pickle" in result.stderr
+    assert "On the command line: --allow-pickle." in result.stderr  # what to do about it
+
+
+def test_chat_and_extract_load_a_pickle_only_model_with_allow_pickle(
+    run_cli, tiny_model, tmp_path, picture
+) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "consented"
+    shutil.copytree(tiny_model("llava"), folder)
+    state = {}
+    for weights in folder.glob("*.safetensors"):
+        state.update(load_file(weights))
+        weights.unlink()
+    torch.save(state, folder / "pytorch_model.bin")
+    chat = run_cli("chat", "--model", str(folder), "--allow-pickle", "--device", "cpu",
+                   "--max-new-tokens", "4", "--image", str(picture), "hi")  # fmt: skip
+    assert chat.returncode == 0, chat.stderr
+    extract = run_cli("extract", str(picture), "--schema", "key_values", "--model", str(folder),
+                      "--allow-pickle", "--one-pass", "--device", "cpu", "--max-new-tokens", "32",
+                      "--max-long-side", "128")  # fmt: skip
+    assert extract.returncode in (0, 1), extract.stderr  # read (a random model may not be valid)
+    assert "pickle weights" not in extract.stderr and ": page 1 " in extract.stderr
 
 
 def test_a_remote_code_model_is_refused_with_exit_4(run_cli, tiny_model, tmp_path, picture) -> None:

@@ -156,3 +156,20 @@ def test_extract_with_a_cloud_backend_returns_schema_valid_json(cli, stack, pict
     assert result.returncode == 0, result.stderr
     assert stack.anthropic.requests and stack.anthropic.requests[-1].body.get("tools")
     assert Path(picture).name in result.stdout or "colour" in result.stdout
+
+
+@pytest.mark.parametrize("backend", ["openai", "remote:http://127.0.0.1:9/v1"])
+def test_extract_stops_at_the_first_file_with_exit_5_when_the_backend_cannot_be_used(
+    cli, stack, picture, tmp_path, backend
+) -> None:
+    # No OpenAI key anywhere; the remote server's port has nothing listening.
+    stack.write_keys({name: key for name, key in KEYS.items() if name != "openai"})
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        Image.open(picture).save(folder / name)
+    result = cli("extract", str(folder), "--backend", backend, "--schema", "key_values",
+                 "--one-pass")  # fmt: skip
+    assert result.returncode == 5, result.stderr
+    assert result.stderr.count(": failed:") == 1  # every other file would fail the same way
+    assert "Stopped early:" in result.stderr

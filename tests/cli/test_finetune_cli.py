@@ -161,8 +161,9 @@ def test_ctrl_c_stops_and_saves_and_resume_finishes_the_run(
 def test_ctrl_c_from_a_terminal_says_how_to_resume_and_exits_130(
     tiny_model: Callable[[str], Path], data: Path, tmp_path: Path, tiny_cache: Path
 ) -> None:
-    """A terminal's Ctrl-C goes to the whole process group, the engine included, which ends the
-    job with no run in its result: the CLI still names the run to resume and exits 130."""
+    """A terminal's Ctrl-C goes to the command's whole process group, which the engine (in a
+    session of its own) is not in: the command stops the job, the trainer saves, and the CLI
+    names the run to resume and exits 130."""
     out = tmp_path / "run"
     env = dict(os.environ, VISIONDESK_DATA_DIR=str(tmp_path / "home"))
     command = [sys.executable, "-m", "desktop.main", "finetune", "--model"]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -13,7 +16,9 @@ from desktop.extraction_queue import (
     ExtractionQueue,
     FileStatus,
     file_sha256,
+    process_started,
     settings_key,
+    supported_files,
 )
 
 
@@ -202,3 +207,59 @@ def test_two_connections_storing_the_same_pages_at_once_store_each_page_once(
     assert sum(results) == 40  # each page went in exactly once, whoever got there first
     assert setup.page_counts(file_id) == {n: 1 for n in range(1, 41)}
     setup.close()
+
+
+@pytest.fixture
+def other_process():
+    """A live process other than this one, to own batches."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    yield process
+    process.kill()
+    process.wait()
+
+
+def own(queue: ExtractionQueue, batch_id: str, pid: int) -> None:
+    """Record ``pid`` as the batch's reader, as its own ``start_file`` would."""
+    started = process_started(pid) or 1.0  # a pid with no process: a crashed owner
+    queue._db.execute(
+        "INSERT OR REPLACE INTO owners (batch_id, pid, started, since) VALUES (?, ?, ?, 0)",
+        (batch_id, pid, started),
+    )
+
+
+def test_a_batch_another_live_process_reads_is_neither_recovered_nor_handed_out(
+    tmp_path: Path, files, other_process
+) -> None:
+    queue = ExtractionQueue(tmp_path / "shared.sqlite3")
+    theirs = queue.create_batch({"schema": "table"}, name="theirs")
+    reading = queue.add_files(theirs.id, files)[0]
+    queue.start_file(reading.id)
+    own(queue, theirs.id, other_process.pid)
+    crashed = queue.create_batch({"schema": "form"}, name="crashed")
+    left = queue.add_files(crashed.id, files)[0]
+    queue.start_file(left.id)
+    own(queue, crashed.id, 2**22 + 1)  # above Linux's pid limit: no such process
+
+    window = ExtractionQueue(tmp_path / "shared.sqlite3")  # a second window starting up
+    assert [b.name for b in window.recover()] == ["crashed"]
+    assert (window.file(reading.id) or reading).status == FileStatus.RUNNING
+    assert (window.file(left.id) or left).status == FileStatus.QUEUED
+    assert window.next_file(theirs.id) is None
+    owner = window.claim(theirs.id)
+    assert owner is not None and owner.pid == other_process.pid
+    assert window.claim(crashed.id) is None  # a dead owner binds nobody
+
+    other_process.kill()
+    other_process.wait()
+    assert [b.name for b in window.recover()] == ["crashed", "theirs"]
+    assert (window.file(reading.id) or reading).status == FileStatus.QUEUED
+    window.close()
+    queue.close()
+
+
+def test_a_file_name_that_is_not_utf8_is_skipped_not_queued(tmp_path: Path, files) -> None:
+    bad = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9 receipt.png"))
+    bad.write_bytes(b"\x89PNG")
+    found, skipped = supported_files([tmp_path])
+    assert bad in skipped and bad not in found
+    assert set(files) <= set(found)

@@ -1,0 +1,49 @@
+"""The data folder, checked once before a command's work: a folder that cannot be written is one
+line on stderr instead of a traceback from wherever it is first used."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import tempfile
+from pathlib import Path
+
+import platformdirs
+
+from desktop.paths import APP_NAME, data_dir
+
+
+class DataFolderError(RuntimeError):
+    """The data folder (logs, batches, the search index) cannot be written."""
+
+    def __init__(self, exc: OSError | sqlite3.Error) -> None:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        super().__init__(
+            f"cannot write the data folder {configured()} (VISIONDESK_DATA_DIR): {reason}"
+        )
+
+
+def configured() -> str:
+    """The data folder's path, without creating it."""
+    return os.environ.get("VISIONDESK_DATA_DIR") or platformdirs.user_data_dir(
+        APP_NAME, appauthor=False
+    )
+
+
+def check() -> Path:
+    """The data folder, created if need be and known to take files; else DataFolderError."""
+    try:
+        folder = data_dir()
+        (folder / "logs").mkdir(exist_ok=True)
+        # Modes say nothing to root, nor of a read-only mount: only a real write tells.
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".write-check-")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        raise DataFolderError(exc) from exc
+    return folder
+
+
+def engine_log() -> Path:
+    """Where a command's engine writes its log."""
+    return check() / "logs" / "engine.log"
