@@ -320,6 +320,7 @@ class ExtractView(QWidget):
         session.document_changed.connect(self._on_session_document_changed)
         session.previews_changed.connect(self._on_session_previews_changed)
         session.schemas_changed.connect(self._on_session_schemas_changed)
+        session.schema_checked.connect(self._on_session_schema_checked)
         session.batch_changed.connect(self._on_session_batch_changed)
         session.notice.connect(self._on_session_notice)
         session.export_finished.connect(self._on_session_export_finished)
@@ -557,6 +558,11 @@ class ExtractView(QWidget):
         self.schema_combo.addItem("Load a schema file…", LOAD_SCHEMA)
         self.schema_combo.addItem("Build from field names…", BUILD_SCHEMA)
         self.schema_combo.setCurrentIndex(max(0, self.schema_combo.findData(current)))
+
+    @Slot(object)
+    def _on_session_schema_checked(self, _choice: object) -> None:
+        if self.banner.property("level") == "error":
+            self.banner.hide()  # a good schema now: the error about the last one is old news
 
     @Slot(int)
     def _on_schema_activated(self, index: int) -> None:

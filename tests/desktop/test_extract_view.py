@@ -461,6 +461,10 @@ def test_schemas_come_from_the_engine_a_built_one_is_checked_and_a_broken_file_i
             view.session.check_schema_file(broken)
         assert "broken.json is not a valid JSON Schema" in notice.args[0]
         assert notice.args[1] == "error" and view.session.schema.title == "Expenses"
+        assert view.banner.isVisible()
+        with qtbot.waitSignal(view.session.schema_checked, timeout=60_000):
+            view.session.build_schema(fields, "Expenses again")
+        assert not view.banner.isVisible()  # a good schema now: the old error goes
     finally:
         client.stop()
 
