@@ -54,6 +54,7 @@ from desktop.settings_store import (
 )
 from engine import protocol as p
 from engine.protocol import cloud as c
+from engine.protocol import models as pm
 
 SpinBox = TypeVar("SpinBox", QSpinBox, QDoubleSpinBox)
 
@@ -252,7 +253,57 @@ class SettingsView(QWidget):
             form, "Picture detail", "pictureDetailCombo", PICTURE_DETAIL, PICTURE_DETAIL_CHOICES,
             hint="For models that read pictures at their own size (Qwen2-VL family).",
         )  # fmt: skip
+        # The Hub token for gated models, in the keyring entry the engine's downloads read.
+        row = QHBoxLayout()
+        self.hub_token_edit = QLineEdit()
+        self.hub_token_edit.setObjectName("hubTokenEdit")
+        self.hub_token_edit.setEchoMode(QLineEdit.EchoMode.Password)
+        self.hub_token_edit.returnPressed.connect(self._save_hub_token)
+        row.addWidget(self.hub_token_edit, 1)
+        save = QPushButton("Save")
+        save.clicked.connect(self._save_hub_token)
+        row.addWidget(save)
+        self.hub_token_remove = QPushButton("Remove")
+        self.hub_token_remove.clicked.connect(self._forget_hub_token)
+        row.addWidget(self.hub_token_remove)
+        form.addRow("Hugging Face token", row)
+        self.hub_token_status = QLabel()
+        self.hub_token_status.setObjectName("hint")
+        self.hub_token_status.setWordWrap(True)
+        form.addRow("", self.hub_token_status)
+        self._show_hub_token_status()
         return box
+
+    @Slot()
+    def _save_hub_token(self) -> None:
+        typed = self.hub_token_edit.text()
+        self.hub_token_edit.clear()  # it leaves the window as soon as it is stored
+        if not typed.strip():
+            return
+        try:
+            self.keys.save(pm.HUB_TOKEN_USER, typed)
+        except KeyStoreError as error:
+            self.hub_token_status.setText(f"{error} Set HF_TOKEN in the environment instead.")
+            return
+        self._show_hub_token_status()
+
+    @Slot()
+    def _forget_hub_token(self) -> None:
+        self.keys.forget(pm.HUB_TOKEN_USER)
+        self._show_hub_token_status()
+
+    def _show_hub_token_status(self) -> None:
+        saved = self.keys.has_key(pm.HUB_TOKEN_USER)
+        self.hub_token_status.setText(
+            "A token is saved in the system keyring; downloads of gated models use it."
+            if saved
+            else "No token saved. Gated models (Llama 3.2 Vision, PaliGemma) need one: accept "
+            "their licence on the Hub, then paste a read token here."
+        )
+        self.hub_token_edit.setPlaceholderText(
+            "saved — type to replace" if saved else "paste the token here"
+        )
+        self.hub_token_remove.setEnabled(saved)
 
     def _choice(
         self,

@@ -280,3 +280,20 @@ def test_tab_leaves_the_instructions_box_instead_of_typing_a_tab(qtbot, view) ->
     qtbot.keyClick(view.system_edit, Qt.Key.Key_Tab)
     assert view.system_edit.toPlainText() == ""
     assert QApplication.focusWidget() is not view.system_edit  # on to the next setting
+
+
+def test_the_hugging_face_token_goes_to_the_keyring_entry_downloads_read(
+    qtbot, view, keyring_file
+) -> None:
+    from engine.protocol import models as pm
+
+    ring = JsonFileKeyring(keyring_file)
+    assert view.hub_token_edit.echoMode() == QLineEdit.EchoMode.Password
+    assert "No token saved" in view.hub_token_status.text()
+    qtbot.keyClicks(view.hub_token_edit, "hf_gated_secret")
+    qtbot.keyClick(view.hub_token_edit, Qt.Key.Key_Return)
+    assert ring.get_password(pm.HUB_TOKEN_SERVICE, pm.HUB_TOKEN_USER) == "hf_gated_secret"
+    assert view.hub_token_edit.text() == "" and "is saved" in view.hub_token_status.text()
+    view.hub_token_remove.click()
+    assert ring.get_password(pm.HUB_TOKEN_SERVICE, pm.HUB_TOKEN_USER) is None
+    assert not view.hub_token_remove.isEnabled()
