@@ -224,6 +224,8 @@ class ModelJobs(QObject):
         )
 
     def _finished_list(self, _key: str, event: p.Finished) -> None:
+        if event.reason == "cancelled" or event.error_code == p.ErrorCode.ENGINE_DIED:
+            return  # the engine stopped (the window is closing, say): the next start lists again
         if event.reason != "done" or event.result is None:
             log.warning("listing installed models failed: %s", event.message)
             return
