@@ -41,7 +41,9 @@ def test_adapter_fields_are_optional_for_older_clients() -> None:
     load = p.decode_command(json.dumps({"type": "load_model", "job_id": "y", "model": "/m"}))
     assert isinstance(load, p.LoadModel) and load.adapter is None
     fields = list(p.Chat.__struct_fields__)  # new fields only at the end, in the order added
-    assert fields[fields.index("adapter") :] == ["adapter", "image_max_pixels"]
+    added = ["adapter", "image_max_pixels", "allow_pickle", "trust_remote_code"]
+    assert fields[fields.index("adapter") :] == added
+    assert chat.allow_pickle is False and chat.trust_remote_code is False
     assert list(p.LoadModel.__struct_fields__)[-1] == "adapter"
 
 
