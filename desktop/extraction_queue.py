@@ -124,6 +124,12 @@ def this_process() -> Owner:
     return Owner(os.getpid(), process_started(os.getpid()) or 0.0)
 
 
+def _live_other(row: sqlite3.Row) -> Owner | None:
+    """The owner a row of ``owners`` names, if it is another process and still alive."""
+    owner = Owner(int(row["pid"]), float(row["started"]))
+    return owner if owner != this_process() and owner.alive else None
+
+
 @dataclass
 class Batch:
     id: str
@@ -315,10 +321,7 @@ class ExtractionQueue:
         row = self._db.execute(
             "SELECT pid, started FROM owners WHERE batch_id = ?", (batch_id,)
         ).fetchone()
-        if row is None:
-            return None
-        owner = Owner(int(row["pid"]), float(row["started"]))
-        return owner if owner != this_process() and owner.alive else None
+        return None if row is None else _live_other(row)
 
     def claim(self, batch_id: str) -> Owner | None:
         """Take the batch for this process; None if taken, else the live owner that has it."""
@@ -368,8 +371,11 @@ class ExtractionQueue:
         engine deaths: those of another session say nothing about this one). Returns the batches
         with work left."""
         # A batch that another live process is reading was not interrupted: it is left alone.
-        owners = self._db.execute("SELECT batch_id FROM owners").fetchall()
-        taken = {row["batch_id"] for row in owners if self.owner(row["batch_id"]) is not None}
+        taken = {
+            row["batch_id"]
+            for row in self._db.execute("SELECT batch_id, pid, started FROM owners")
+            if _live_other(row) is not None
+        }
         running = self._db.execute(
             "SELECT id, batch_id FROM files WHERE status = ?", (FileStatus.RUNNING,)
         ).fetchall()

@@ -10,12 +10,17 @@ import platformdirs
 APP_NAME = "VisionDesk"
 
 
-def data_dir() -> Path:
-    """The data folder (database, attachments). ``VISIONDESK_DATA_DIR`` overrides it."""
+def data_dir_path() -> Path:
+    """Where the data folder is, without creating it. ``VISIONDESK_DATA_DIR`` overrides it."""
     override = os.environ.get("VISIONDESK_DATA_DIR")
-    path = (
+    return (
         Path(override) if override else Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
     )
+
+
+def data_dir() -> Path:
+    """The data folder (database, attachments), created if need be."""
+    path = data_dir_path()
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -8,9 +8,7 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
-import platformdirs
-
-from desktop.paths import APP_NAME, data_dir
+from desktop.paths import data_dir, data_dir_path
 
 
 class DataFolderError(RuntimeError):
@@ -19,15 +17,16 @@ class DataFolderError(RuntimeError):
     def __init__(self, exc: OSError | sqlite3.Error) -> None:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         super().__init__(
-            f"cannot write the data folder {configured()} (VISIONDESK_DATA_DIR): {reason}"
+            f"cannot write the data folder {data_dir_path()} (VISIONDESK_DATA_DIR): {reason}"
         )
 
 
-def configured() -> str:
-    """The data folder's path, without creating it."""
-    return os.environ.get("VISIONDESK_DATA_DIR") or platformdirs.user_data_dir(
-        APP_NAME, appauthor=False
-    )
+def probe_write(folder: Path) -> None:
+    """Write and remove a file in ``folder``; OSError if that fails. Modes say nothing to root,
+    nor of a read-only mount: only a real write tells."""
+    handle, probe = tempfile.mkstemp(dir=folder, prefix=".visiondesk-write-check-")
+    os.close(handle)
+    os.unlink(probe)
 
 
 def check() -> Path:
@@ -35,15 +34,13 @@ def check() -> Path:
     try:
         folder = data_dir()
         (folder / "logs").mkdir(exist_ok=True)
-        # Modes say nothing to root, nor of a read-only mount: only a real write tells.
-        handle, probe = tempfile.mkstemp(dir=folder, prefix=".write-check-")
-        os.close(handle)
-        os.unlink(probe)
+        probe_write(folder)
     except OSError as exc:
         raise DataFolderError(exc) from exc
     return folder
 
 
 def engine_log() -> Path:
-    """Where a command's engine writes its log."""
-    return check() / "logs" / "engine.log"
+    """Where a command's engine writes its log (the folder was checked as the command began;
+    ``EngineProcess`` reports a log it cannot open as a ``DataFolderError``)."""
+    return data_dir_path() / "logs" / "engine.log"

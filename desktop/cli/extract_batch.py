@@ -4,12 +4,11 @@ the checks made before any file is read (``--out`` can be written)."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from desktop.cli.data_folder import probe_write
 from desktop.extraction_queue import ExtractionQueue, FileStatus, Owner, settings_key
 
 
@@ -31,10 +30,8 @@ def out_problem(out: str) -> str | None:
         folder = folder.parent
     if not folder.is_dir():
         return f"--out {out} cannot be written: {folder} is not a folder"
-    try:  # modes say nothing to root, nor of a read-only mount: only a real write tells
-        handle, probe = tempfile.mkstemp(dir=folder, prefix=".visiondesk-write-check-")
-        os.close(handle)
-        os.unlink(probe)
+    try:
+        probe_write(folder)
     except OSError as exc:
         return f"--out {out} cannot be written in {folder}: {exc.strerror or exc}"
     return None
